@@ -1,0 +1,543 @@
+"""The breaker actor and the handle callers hold.
+
+The actor owns a :class:`~actors.machine.BreakerData` and changes it only by running
+``machine.step`` on what its mailbox brings.  After every change that matters to callers it
+publishes a :class:`Gate`: an immutable object that callers read without asking, which is what
+keeps the common case cheap.
+
+The hot path (``Breaker.call`` / ``Breaker.call_async``), designed rather than hoped for:
+
+- CLOSED: read the gate, run the function, append its duration to the mailbox, wake the actor
+  only if it is asleep.  No ask, no lock, no allocation beyond the float.
+- OPEN with the break still running: read the gate and the clock, count a rejection, raise.
+- Anything else (HALF_OPEN, a break that is over, a closed system) asks the actor to ``Admit``.
+- A failure is an ask: the caller waits until the actor has applied it, so the call that trips
+  the breaker raises only after the gate says OPEN (per-caller consistency).  Ignored exceptions
+  and cancellations are posted without waiting: they cannot change the state.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import logging
+import math
+from collections.abc import Awaitable, Callable
+from types import CoroutineType
+from typing import Any, ParamSpec, TypeVar, cast
+
+from actors.bus import EventBus
+from actors.config import CircuitBreakerConfig, CircuitState
+from actors.errors import BreakerError, CircuitBreakerOpenError
+from actors.events import CallsRecorded
+from actors.machine import (
+    BreakerData,
+    CancelTimer,
+    Publish,
+    StartTimer,
+    failure_rate,
+    record_fast_rejections,
+    record_fast_successes,
+    step,
+)
+from actors.messages import (
+    Admission,
+    Admit,
+    Command,
+    ForceClose,
+    ForceOpen,
+    GetSnapshot,
+    OpenTimerFired,
+    RecordFailure,
+    RecordIgnored,
+    RecordSuccess,
+    Reset,
+)
+from actors.runtime import Actor, Runtime
+from actors.snapshot import CircuitBreakerMetrics
+
+logger = logging.getLogger("actors.breaker")
+
+P = ParamSpec("P")
+T = TypeVar("T")
+F = TypeVar("F", bound=Callable[..., Any])
+
+CLOSED = CircuitState.CLOSED
+OPEN = CircuitState.OPEN
+
+#: Callables run (on the caller's thread) for every rejected call, e.g. to add an event to the
+#: caller's current span.  Empty unless telemetry is installed; checked with one truth test.
+rejection_listeners: list[Callable[[CircuitBreakerOpenError], None]] = []
+
+
+class Gate:
+    """What callers may know without asking: published by the actor, read lock-free.
+
+    ``closed``: admit without asking.  ``open_until``: reject without asking while the clock is
+    before it (``inf`` while forced open).  Neither: ask the actor.
+    """
+
+    __slots__ = ("closed", "generation", "open_until", "state")
+
+    def __init__(
+        self, state: CircuitState, generation: int, closed: bool, open_until: float | None
+    ) -> None:
+        self.state = state
+        self.generation = generation
+        self.closed = closed
+        self.open_until = open_until
+
+
+class BreakerActor(Actor):
+    """Owns one breaker's data; every handler runs on the runtime's loop thread."""
+
+    __slots__ = (
+        "_batch_epoch",
+        "_batch_now",
+        "_rejections",
+        "_successes",
+        "bus",
+        "config",
+        "data",
+        "gate",
+        "name",
+    )
+
+    def __init__(
+        self, name: str, config: CircuitBreakerConfig, runtime: Runtime, bus: EventBus
+    ) -> None:
+        super().__init__(runtime)
+        self.name = name
+        self.config = config
+        self.bus = bus
+        self.data = BreakerData(name)
+        # Hot-path channels, beside the mailbox: a success admitted by the CLOSED gate appends
+        # its duration to `_successes`; a rejection by the OPEN gate appends None to
+        # `_rejections`.  Plain lists, for the same GIL-atomicity reasons as the mailbox.
+        self._successes: list[float] = []
+        self._rejections: list[None] = []
+        self._batch_now = 0.0
+        self._batch_epoch = 0.0
+        self.gate = Gate(CLOSED, 0, True, None)
+
+    def __repr__(self) -> str:
+        return f"<BreakerActor {self.name!r} {self.data.state.name} gen={self.data.generation}>"
+
+    def _drain(self) -> None:
+        # The two hot-path channels are applied before the envelopes that follow them.  A
+        # caller's own success is always posted before its next failure (a failure is an ask),
+        # so per-caller order is kept; across callers there is no order to keep.
+        self._scheduled = False
+        clock = self._runtime.clock
+        now = self._batch_now = clock.now()
+        self._batch_epoch = clock.wall(now)
+        report = self.bus.wants(CallsRecorded)
+        if report:
+            before = _counters(self.data)
+        mailbox = self._mailbox
+        while True:
+            self._apply_hot_path(now)
+            if not mailbox:
+                break
+            count = len(mailbox)
+            batch = mailbox[:count]
+            del mailbox[:count]
+            for envelope in batch:
+                self._deliver(envelope)
+        if report:
+            self._report(before, now)
+
+    def _apply_hot_path(self, now: float) -> None:
+        successes = self._successes
+        if successes:
+            count = len(successes)
+            run = successes[:count]
+            del successes[:count]
+            record_fast_successes(self.data, run, now, self.config)
+        rejections = self._rejections
+        if rejections:
+            count = len(rejections)
+            del rejections[:count]
+            record_fast_rejections(self.data, count)
+
+    def _receive(self, message: Command) -> Any:
+        reply, actions = step(self.data, message, self._batch_now, self._batch_epoch, self.config)
+        for action in actions:
+            match action:
+                case Publish(event=event):
+                    self.bus.publish(event)
+                case StartTimer(deadline=deadline, generation=generation):
+                    fire = functools.partial(self.tell, OpenTimerFired(generation=generation))
+                    self._runtime.start_timer(self, deadline, fire)
+                case CancelTimer():
+                    self._runtime.cancel_timer(self)
+        if self.data.generation != self.gate.generation:
+            self._publish_gate()
+        return reply
+
+    def _publish_gate(self) -> None:
+        data = self.data
+        if self._runtime.closed:
+            self.gate = Gate(data.state, data.generation, False, None)
+        elif data.state is CLOSED:
+            self.gate = Gate(CLOSED, data.generation, True, None)
+        elif data.state is OPEN:
+            open_until = math.inf if data.forced else data.open_until
+            self.gate = Gate(OPEN, data.generation, False, open_until)
+        else:
+            self.gate = Gate(data.state, data.generation, False, None)
+
+    def _restarted(self) -> None:
+        self._publish_gate()
+
+    def _report(self, before: tuple[int, int, int, int, list[int], float], now: float) -> None:
+        data = self.data
+        after = _counters(data)
+        successes = after[0] - before[0]
+        failures = after[1] - before[1]
+        ignored = after[2] - before[2]
+        rejected = after[3] - before[3]
+        if not (successes or failures or ignored or rejected):
+            return
+        buckets = tuple(a - b for a, b in zip(after[4], before[4], strict=True))
+        self.bus.publish(
+            CallsRecorded(
+                breaker=self.name,
+                at=self._batch_epoch,
+                state=data.state,
+                successes=max(successes, 0),
+                failures=max(failures, 0),
+                ignored=max(ignored, 0),
+                rejected=max(rejected, 0),
+                duration_sum=max(after[5] - before[5], 0.0),
+                duration_buckets=tuple(max(b, 0) for b in buckets),
+                failure_rate=failure_rate(data, now),
+            )
+        )
+
+    def close_gate(self) -> None:
+        """The system is shutting down: send every caller to the slow path, which raises."""
+        self._publish_gate()
+
+
+def _counters(data: BreakerData) -> tuple[int, int, int, int, list[int], float]:
+    histogram = data.histogram()
+    return (
+        data.successful_calls,
+        data.failed_calls,
+        data.ignored_calls,
+        data.rejected_calls,
+        list(histogram.counts),
+        histogram.total,
+    )
+
+
+class Breaker:
+    """The handle callers hold: guarded calls, management, metrics.  Thread-safe.
+
+    Async methods are the source and sync methods mirror them name for name (``call`` /
+    ``call_async``, ``reset`` / ``reset_async``, ...).  Sync methods may be called from any
+    thread, including the loop thread inside a coroutine, where they never block.
+    """
+
+    __slots__ = ("__weakref__", "_actor", "_now", "config", "name")
+    _display_name = "Breaker"
+
+    def __init__(self, actor: BreakerActor) -> None:
+        self._actor = actor
+        self._now = actor._runtime.clock.now
+        self.name = actor.name
+        self.config = actor.config
+
+    def __repr__(self) -> str:
+        gate = self._actor.gate
+        text = f"<{self._display_name} {self.name!r} {gate.state.name}"
+        if gate.open_until is not None:
+            if math.isinf(gate.open_until):
+                text += " forced"
+            else:
+                text += f" retry_in={max(0.0, gate.open_until - self._now()):.1f}s"
+        return text + f" inflight={self._actor.data.probes_in_flight}>"
+
+    # -- guarded calls -----------------------------------------------------------------------
+
+    async def call_async(
+        self, fn: Callable[P, Awaitable[T]], /, *args: P.args, **kwargs: P.kwargs
+    ) -> T:
+        """Await ``fn(*args, **kwargs)`` under the breaker.
+
+        Returns its result or raises its exception unchanged; raises
+        :class:`CircuitBreakerOpenError` without calling it when the breaker rejects the call.
+        Cancellation counts as ignored and always gives a half-open slot back.
+        """
+        actor = self._actor
+        gate = actor.gate
+        if gate.closed:
+            now = self._now
+            start = now()
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                await self._settle_async(exc, gate.generation, False, now() - start, fn)
+                raise
+            actor._successes.append(now() - start)
+            if not actor._scheduled:
+                actor._scheduled = True
+                actor._runtime.schedule(actor)
+            return result
+        open_until = gate.open_until
+        if open_until is not None:
+            moment = self._now()
+            if moment < open_until:
+                self._reject(gate, open_until - moment)
+        return await self._call_admitted_async(fn, args, kwargs)
+
+    def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
+        """Run ``fn(*args, **kwargs)`` under the breaker; the sync mirror of
+        :meth:`call_async`, safe from any thread."""
+        actor = self._actor
+        gate = actor.gate
+        if gate.closed:
+            now = self._now
+            start = now()
+            try:
+                result = fn(*args, **kwargs)
+            except BaseException as exc:
+                self._settle(exc, gate.generation, False, now() - start)
+                raise
+            if result.__class__ is CoroutineType:
+                self._misused(result, gate.generation, False)
+            actor._successes.append(now() - start)
+            if not actor._scheduled:
+                actor._scheduled = True
+                actor._runtime.schedule(actor)
+            return result
+        open_until = gate.open_until
+        if open_until is not None:
+            moment = self._now()
+            if moment < open_until:
+                self._reject(gate, open_until - moment)
+        return self._call_admitted(fn, args, kwargs)
+
+    def _reject(self, gate: Gate, retry_after: float) -> None:
+        actor = self._actor
+        actor._rejections.append(None)
+        if not actor._scheduled:
+            actor._scheduled = True
+            actor._runtime.schedule(actor)
+        error = CircuitBreakerOpenError(self.name, gate.state, retry_after)
+        if rejection_listeners:
+            _notify_rejection(error)
+        raise error
+
+    async def _call_admitted_async(
+        self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
+    ) -> T:
+        actor = self._actor
+        admission: Admission = await actor.ask_async(Admit(), abandoned=self._give_back)
+        self._check_admission(admission)
+        generation, probe = admission.generation, admission.probe
+        now = self._now
+        start = now()
+        try:
+            result = await fn(*args, **kwargs)
+        except BaseException as exc:
+            await self._settle_async(exc, generation, probe, now() - start, fn)
+            raise
+        success = RecordSuccess(generation=generation, probe=probe, duration=now() - start)
+        if probe:
+            await self._ask_quietly_async(success)
+        else:
+            actor.tell(success)
+        return result
+
+    def _call_admitted(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        actor = self._actor
+        admission: Admission = actor.ask(Admit())
+        self._check_admission(admission)
+        generation, probe = admission.generation, admission.probe
+        now = self._now
+        start = now()
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            self._settle(exc, generation, probe, now() - start)
+            raise
+        if result.__class__ is CoroutineType:
+            self._misused(result, generation, probe)
+        success = RecordSuccess(generation=generation, probe=probe, duration=now() - start)
+        if probe:
+            self._ask_quietly(success)
+        else:
+            actor.tell(success)
+        return result
+
+    def _check_admission(self, admission: Admission) -> None:
+        if not admission.granted:
+            error = CircuitBreakerOpenError(
+                self.name, CircuitState(admission.state), admission.retry_after
+            )
+            if rejection_listeners:
+                _notify_rejection(error)
+            raise error
+
+    def _give_back(self, admission: Admission) -> None:
+        """An admission reached an asker that had been cancelled: release what it holds."""
+        if admission.granted:
+            self._actor.tell(
+                RecordIgnored(generation=admission.generation, probe=admission.probe, duration=0.0)
+            )
+
+    # -- outcomes that are not plain successes -----------------------------------------------
+
+    def _outcome(
+        self, exc: BaseException, generation: int, probe: bool, duration: float
+    ) -> Command:
+        if isinstance(exc, Exception) and self.config.is_failure(exc):
+            return RecordFailure(generation=generation, probe=probe, duration=duration)
+        # Anything else (including cancellation, KeyboardInterrupt and SystemExit) only
+        # releases the call's slot: it says nothing about the dependency's health.
+        return RecordIgnored(generation=generation, probe=probe, duration=duration)
+
+    async def _settle_async(
+        self,
+        exc: BaseException,
+        generation: int,
+        probe: bool,
+        duration: float,
+        fn: Callable[..., Any],
+    ) -> None:
+        """Record a raised call; waits only for failures, and never raises itself."""
+        traceback = exc.__traceback__
+        if exc.__class__ is TypeError and traceback is not None and traceback.tb_next is None:
+            # Raised by our own `await` (fn returned something not awaitable), not inside fn.
+            self._actor.tell(RecordIgnored(generation=generation, probe=probe, duration=0.0))
+            raise TypeError(
+                f"call_async() needs a function that returns an awaitable; {fn!r} does not "
+                "(use call() for plain functions)"
+            ) from exc
+        outcome = self._outcome(exc, generation, probe, duration)
+        if outcome.__class__ is RecordFailure:
+            await self._ask_quietly_async(outcome)
+        else:
+            self._actor.tell(outcome)
+
+    def _settle(self, exc: BaseException, generation: int, probe: bool, duration: float) -> None:
+        outcome = self._outcome(exc, generation, probe, duration)
+        if outcome.__class__ is RecordFailure:
+            self._ask_quietly(outcome)
+        else:
+            self._actor.tell(outcome)
+
+    def _misused(self, result: Any, generation: int, probe: bool) -> None:
+        result.close()
+        self._actor.tell(RecordIgnored(generation=generation, probe=probe, duration=0.0))
+        raise TypeError(
+            f"breaker {self.name!r}: call() got a coroutine; use 'await breaker.call_async(fn)' "
+            "for async functions"
+        )
+
+    async def _ask_quietly_async(self, message: Command) -> None:
+        # The caller's own outcome (its result or exception) must win over any breaker trouble.
+        try:
+            await self._actor.ask_async(message)
+        except BreakerError:
+            logger.warning("breaker %r could not record %r", self.name, message, exc_info=True)
+
+    def _ask_quietly(self, message: Command) -> None:
+        try:
+            self._actor.ask(message)
+        except BreakerError:
+            logger.warning("breaker %r could not record %r", self.name, message, exc_info=True)
+
+    # -- decorator ---------------------------------------------------------------------------
+
+    def __call__(self, fn: F) -> F:
+        """Use the breaker as a decorator on a sync or an async function."""
+        return guard(self, fn)
+
+    # -- management and state (async source, sync mirror) -------------------------------------
+
+    @property
+    def state(self) -> CircuitState:
+        """The actor's current state (an ask: it sees timer transitions already posted)."""
+        return self.metrics.state
+
+    async def state_async(self) -> CircuitState:
+        return (await self.metrics_async()).state
+
+    @property
+    def metrics(self) -> CircuitBreakerMetrics:
+        """A consistent snapshot, including every outcome posted before this call."""
+        snapshot: CircuitBreakerMetrics = self._actor.ask(GetSnapshot())
+        return snapshot
+
+    async def metrics_async(self) -> CircuitBreakerMetrics:
+        snapshot: CircuitBreakerMetrics = await self._actor.ask_async(GetSnapshot())
+        return snapshot
+
+    def get_metrics(self) -> dict[str, Any]:
+        """:attr:`metrics` as a JSON-ready dict."""
+        return self.metrics.to_dict()
+
+    async def get_metrics_async(self) -> dict[str, Any]:
+        return (await self.metrics_async()).to_dict()
+
+    def reset(self) -> None:
+        """Back to CLOSED, unforced, counts cleared."""
+        self._actor.ask(Reset())
+
+    async def reset_async(self) -> None:
+        await self._actor.ask_async(Reset())
+
+    def force_open(self) -> None:
+        """Hold OPEN until :meth:`reset` or :meth:`force_close`."""
+        self._actor.ask(ForceOpen())
+
+    async def force_open_async(self) -> None:
+        await self._actor.ask_async(ForceOpen())
+
+    def force_close(self) -> None:
+        """Hold CLOSED (failures counted, never opening) until :meth:`reset` or
+        :meth:`force_open`."""
+        self._actor.ask(ForceClose())
+
+    async def force_close_async(self) -> None:
+        await self._actor.ask_async(ForceClose())
+
+    @property
+    def bus(self) -> EventBus:
+        """The event bus this breaker publishes on."""
+        return self._actor.bus
+
+
+def _notify_rejection(error: CircuitBreakerOpenError) -> None:
+    for listener in rejection_listeners:
+        try:
+            listener(error)
+        except Exception:
+            logger.exception("rejection listener %r failed", listener)
+
+
+def guard(breaker: Breaker, fn: F) -> F:
+    """Wrap ``fn`` (sync or async) so that every call goes through ``breaker``.
+
+    The wrapper keeps ``fn``'s name and docstring and exposes the breaker as
+    ``wrapper.circuit_breaker``.
+    """
+    wrapper: Any
+    if inspect.iscoroutinefunction(fn):
+        call_async = breaker.call_async
+
+        async def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return await call_async(fn, *args, **kwargs)
+
+    else:
+        call = breaker.call
+
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            return call(fn, *args, **kwargs)
+
+    functools.update_wrapper(wrapper, fn)
+    wrapper.circuit_breaker = breaker
+    return cast(F, wrapper)

@@ -1,0 +1,61 @@
+"""Every error the actor layer raises, one class per condition.
+
+Errors carry data (breaker name, state, ``retry_after``) so that callers and the HTTP layer
+can act on them without parsing messages.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+
+class BreakerError(Exception):
+    """Base class for errors raised by breakerd itself (never for the guarded call's own)."""
+
+
+class CircuitBreakerOpenError(BreakerError):
+    """Raised instead of running the guarded function.
+
+    Raised when the breaker is OPEN (the function's dependency is considered down) or when it is
+    HALF_OPEN and all of its probe slots are taken.  ``retry_after`` is the number of seconds
+    until the breaker will next admit a probe: the rest of the break while OPEN, ``0.0`` in
+    HALF_OPEN when only the probe slots are full, and ``math.inf`` while forced open (no probe
+    comes until someone resets or force-closes the breaker).
+
+    The message is formatted only when asked for: rejections are a hot path.
+    """
+
+    def __init__(self, breaker_name: str, state: Any, retry_after: float) -> None:
+        super().__init__(breaker_name, state, retry_after)
+        self.breaker_name = breaker_name
+        self.state = state
+        self.retry_after = retry_after
+
+    def __str__(self) -> str:
+        state = getattr(self.state, "value", self.state)
+        if math.isinf(self.retry_after):
+            when = "it is forced open until reset or force_close()"
+        else:
+            when = f"retry after {self.retry_after:.3f}s"
+        return f"circuit breaker {self.breaker_name!r} is {state}; call not attempted ({when})"
+
+
+class ActorSystemClosedError(BreakerError):
+    """Raised when a breaker is used after the actor system that runs it has shut down.
+
+    Only systems you start yourself (``async with ActorSystem()``) close; the registry's default
+    system lives as long as the process.
+    """
+
+
+class ActorCrashedError(BreakerError):
+    """Raised to a caller whose request made an actor's handler fail.
+
+    The actor logs the failure and goes on with its state intact (see ``actors.runtime``); the
+    caller gets this error instead of waiting forever.  ``__cause__`` is the handler's exception.
+    """
+
+
+class ConfigurationError(ValueError):
+    """A configuration value is invalid; the message names the field and the reason."""

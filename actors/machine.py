@@ -1,0 +1,383 @@
+"""The breaker's rules, as a deterministic step function.
+
+``step(data, message, now, epoch, config)`` applies one command to a breaker's counters and
+returns the reply for the asker and the actions the actor must perform (publish an event, arm or
+cancel the break timer).  It never awaits, never reads a clock (``now`` is monotonic seconds,
+``epoch`` the matching wall time, both read once per mailbox drain by the actor) and never does
+I/O, so every rule can be tested with a table and no event loop.
+
+Design note: ``step`` mutates the :class:`BreakerData` it is given instead of returning a new
+one.  Successes reach the machine once per guarded call, and copying a twenty-field record per
+call would cost more than the call itself; the data object belongs to exactly one actor, so
+nothing else can observe the mutation half-done.
+
+The generation
+--------------
+``data.generation`` grows by one every time the gate callers see changes (a state change, a
+forced flag, a reset).  Every admission carries the generation it was granted under, and so does
+the outcome message that follows.  An outcome whose generation is not current is *late*: the
+call started under an earlier state.  Late outcomes update counters and nothing else; they never
+re-open a breaker, extend a break, consume a probe, or publish an event.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import msgspec
+
+from actors.config import CircuitBreakerConfig, CircuitState
+from actors.events import StateChanged
+from actors.messages import (
+    Admission,
+    Admit,
+    Command,
+    ForceClose,
+    ForceOpen,
+    GetSnapshot,
+    OpenTimerFired,
+    RecordFailure,
+    RecordIgnored,
+    RecordSuccess,
+    Reset,
+)
+from actors.snapshot import CircuitBreakerMetrics
+from actors.stats import DurationHistogram, RateWindow
+
+CLOSED = CircuitState.CLOSED
+OPEN = CircuitState.OPEN
+HALF_OPEN = CircuitState.HALF_OPEN
+
+
+class Publish(msgspec.Struct, frozen=True):
+    event: StateChanged
+
+
+class StartTimer(msgspec.Struct, frozen=True):
+    """Arm the break timer: post ``OpenTimerFired(generation)`` at ``deadline``."""
+
+    deadline: float
+    generation: int
+
+
+class CancelTimer(msgspec.Struct, frozen=True):
+    pass
+
+
+Action = Publish | StartTimer | CancelTimer
+
+
+class BreakerData:
+    """Everything one breaker knows; owned by its actor alone."""
+
+    __slots__ = (
+        "consecutive_failures",
+        "durations",
+        "failed_calls",
+        "forced",
+        "generation",
+        "ignored_calls",
+        "last_failure_at",
+        "last_success_at",
+        "name",
+        "open_until",
+        "probe_successes",
+        "probes_in_flight",
+        "rejected_calls",
+        "state",
+        "state_changed_at",
+        "state_transitions",
+        "successful_calls",
+        "total_calls",
+        "window",
+    )
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.state = CLOSED
+        self.forced = False
+        self.generation = 0
+        self.open_until: float | None = None
+        self.probes_in_flight = 0
+        self.probe_successes = 0
+        self.consecutive_failures = 0
+        self.state_transitions = 0
+        self.last_failure_at: float | None = None
+        self.last_success_at: float | None = None
+        self.state_changed_at: float | None = None
+        self.window: RateWindow | None = None
+        self.durations: DurationHistogram | None = None
+        self._clear_counts()
+
+    def _clear_counts(self) -> None:
+        self.total_calls = 0
+        self.successful_calls = 0
+        self.failed_calls = 0
+        self.ignored_calls = 0
+        self.rejected_calls = 0
+
+    def histogram(self) -> DurationHistogram:
+        if self.durations is None:
+            self.durations = DurationHistogram()
+        return self.durations
+
+    def rate_window(self, config: CircuitBreakerConfig) -> RateWindow:
+        if self.window is None:
+            self.window = RateWindow(config.monitoring_window)
+        return self.window
+
+
+# -- the hot-path records (no message object, no actions) ------------------------------------
+
+
+def record_fast_successes(
+    data: BreakerData, durations: list[float], now: float, config: CircuitBreakerConfig
+) -> None:
+    """Apply a batch of successes admitted by the CLOSED gate (their durations).
+
+    These carry no generation (see ``actors.breaker``): in CLOSED a success restarts the
+    consecutive-failure count; in any other state a success that was admitted while CLOSED is
+    late and only counted.
+    """
+    count = len(durations)
+    data.total_calls += count
+    data.successful_calls += count
+    data.last_success_at = now
+    data.rate_window(config).add(now, count, 0)
+    data.histogram().record_run(durations)
+    if data.state is CLOSED:
+        data.consecutive_failures = 0
+
+
+def record_fast_rejections(data: BreakerData, count: int) -> None:
+    """Apply rejections made by the OPEN gate without asking the actor."""
+    data.total_calls += count
+    data.rejected_calls += count
+
+
+# -- the step -----------------------------------------------------------------------------
+
+
+def step(
+    data: BreakerData,
+    message: Command,
+    now: float,
+    epoch: float,
+    config: CircuitBreakerConfig,
+) -> tuple[Any, list[Action]]:
+    """Apply ``message``; return (reply, actions).  See the module docstring for the contract."""
+    actions: list[Action] = []
+    reply: Any = None
+    match message:
+        case Admit():
+            reply = _admit(data, now, epoch, config, actions)
+        case RecordSuccess(generation=generation, probe=probe, duration=duration):
+            _count_outcome(data, now, duration, config, success=True)
+            data.successful_calls += 1
+            data.last_success_at = now
+            if generation == data.generation:
+                if probe:
+                    data.probes_in_flight -= 1
+                    data.probe_successes += 1
+                    if data.probe_successes >= config.success_threshold:
+                        _transition(data, CLOSED, "probes_succeeded", now, epoch, config, actions)
+                elif data.state is CLOSED:
+                    data.consecutive_failures = 0
+        case RecordFailure(generation=generation, probe=probe, duration=duration):
+            previous_failure_at = data.last_failure_at
+            _count_outcome(data, now, duration, config, success=False)
+            data.failed_calls += 1
+            data.last_failure_at = now
+            if generation != data.generation:
+                pass  # Late: counted above; it must not re-open, extend a break or emit.
+            elif probe:
+                data.probes_in_flight -= 1
+                _transition(data, OPEN, "probe_failed", now, epoch, config, actions)
+            elif data.state is CLOSED:
+                if (
+                    previous_failure_at is not None
+                    and now - previous_failure_at >= config.reset_timeout
+                ):
+                    data.consecutive_failures = 0
+                data.consecutive_failures += 1
+                if data.consecutive_failures >= config.failure_threshold and not data.forced:
+                    _transition(data, OPEN, "failure_threshold", now, epoch, config, actions)
+        case RecordIgnored(generation=generation, probe=probe, duration=duration):
+            data.total_calls += 1
+            data.ignored_calls += 1
+            data.histogram().record(duration)
+            if probe and generation == data.generation:
+                data.probes_in_flight -= 1
+        case OpenTimerFired(generation=generation):
+            # A timer of an earlier generation is stale: a reset or force happened since.
+            if generation == data.generation and data.state is OPEN and not data.forced:
+                _transition(data, HALF_OPEN, "timeout_elapsed", now, epoch, config, actions)
+        case Reset():
+            data.forced = False
+            data.consecutive_failures = 0
+            data.window = None
+            data.durations = None
+            data._clear_counts()
+            if data.state is CLOSED:
+                data.generation += 1
+            else:
+                _transition(data, CLOSED, "reset", now, epoch, config, actions)
+        case ForceOpen():
+            data.forced = True
+            if data.state is OPEN:
+                data.generation += 1
+                data.open_until = None
+                actions.append(CancelTimer())
+            else:
+                _transition(data, OPEN, "forced_open", now, epoch, config, actions)
+        case ForceClose():
+            data.forced = True
+            if data.state is CLOSED:
+                data.generation += 1
+            else:
+                _transition(data, CLOSED, "forced_close", now, epoch, config, actions)
+        case GetSnapshot():
+            reply = snapshot(data, now, epoch, config)
+        case _:
+            raise TypeError(f"breaker {data.name!r} cannot handle {type(message).__name__}")
+    return reply, actions
+
+
+def _admit(
+    data: BreakerData,
+    now: float,
+    epoch: float,
+    config: CircuitBreakerConfig,
+    actions: list[Action],
+) -> Admission:
+    if data.state is CLOSED:
+        return Admission(granted=True, generation=data.generation)
+    if data.state is OPEN:
+        if data.forced or data.open_until is None:
+            return _reject(data, math.inf)
+        if now < data.open_until:
+            return _reject(data, data.open_until - now)
+        # The break is over even if the timer has not fired yet: admission checks the
+        # deadline itself, so correctness never depends on the timer being punctual.
+        _transition(data, HALF_OPEN, "timeout_elapsed", now, epoch, config, actions)
+    if data.probes_in_flight < config.half_open_max_calls:
+        data.probes_in_flight += 1
+        return Admission(granted=True, generation=data.generation, probe=True)
+    return _reject(data, 0.0)
+
+
+def _reject(data: BreakerData, retry_after: float) -> Admission:
+    data.total_calls += 1
+    data.rejected_calls += 1
+    return Admission(
+        granted=False,
+        generation=data.generation,
+        retry_after=retry_after,
+        state=data.state.value,
+    )
+
+
+def _count_outcome(
+    data: BreakerData, now: float, duration: float, config: CircuitBreakerConfig, *, success: bool
+) -> None:
+    data.total_calls += 1
+    data.rate_window(config).add(now, int(success), int(not success))
+    data.histogram().record(duration)
+
+
+def _transition(
+    data: BreakerData,
+    to_state: CircuitState,
+    reason: str,
+    now: float,
+    epoch: float,
+    config: CircuitBreakerConfig,
+    actions: list[Action],
+) -> None:
+    from_state = data.state
+    data.state = to_state
+    data.generation += 1
+    data.state_transitions += 1
+    data.state_changed_at = now
+    data.probes_in_flight = 0
+    data.probe_successes = 0
+    if from_state is OPEN:
+        actions.append(CancelTimer())
+    if to_state is OPEN:
+        if data.forced:
+            data.open_until = None
+        else:
+            data.open_until = now + config.timeout_duration
+            actions.append(StartTimer(data.open_until, data.generation))
+    else:
+        data.open_until = None
+    if to_state is CLOSED:
+        data.consecutive_failures = 0
+    actions.append(
+        Publish(
+            StateChanged(
+                breaker=data.name,
+                at=epoch,
+                from_state=from_state,
+                to_state=to_state,
+                reason=reason,
+                generation=data.generation,
+                consecutive_failures=data.consecutive_failures,
+                failed_calls=data.failed_calls,
+                total_calls=data.total_calls,
+                forced=data.forced,
+            )
+        )
+    )
+
+
+def effective_consecutive_failures(
+    data: BreakerData, now: float, config: CircuitBreakerConfig
+) -> int:
+    """The consecutive count as the next failure would see it (it restarts after
+    ``reset_timeout`` seconds without a failure)."""
+    if (
+        data.state is CLOSED
+        and data.last_failure_at is not None
+        and now - data.last_failure_at >= config.reset_timeout
+    ):
+        return 0
+    return data.consecutive_failures
+
+
+def failure_rate(data: BreakerData, now: float) -> float:
+    return data.window.failure_rate(now) if data.window is not None else 0.0
+
+
+def snapshot(
+    data: BreakerData, now: float, epoch: float, config: CircuitBreakerConfig
+) -> CircuitBreakerMetrics:
+    def wall(moment: float | None) -> float | None:
+        return None if moment is None else epoch - (now - moment)
+
+    retry_after: float | None = None
+    if data.state is OPEN:
+        retry_after = math.inf if data.open_until is None else max(0.0, data.open_until - now)
+    durations = data.durations
+    return CircuitBreakerMetrics(
+        name=data.name,
+        state=data.state,
+        forced=data.forced,
+        total_calls=data.total_calls,
+        successful_calls=data.successful_calls,
+        failed_calls=data.failed_calls,
+        ignored_calls=data.ignored_calls,
+        rejected_calls=data.rejected_calls,
+        consecutive_failures=effective_consecutive_failures(data, now, config),
+        failure_rate=failure_rate(data, now),
+        state_transitions=data.state_transitions,
+        last_failure_time=wall(data.last_failure_at),
+        last_success_time=wall(data.last_success_at),
+        state_changed_at=wall(data.state_changed_at),
+        half_open_calls_in_flight=data.probes_in_flight,
+        retry_after=retry_after,
+        duration_p50=durations.percentile(0.50) if durations else None,
+        duration_p95=durations.percentile(0.95) if durations else None,
+        duration_p99=durations.percentile(0.99) if durations else None,
+    )

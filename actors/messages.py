@@ -1,0 +1,80 @@
+"""What can be said to a breaker actor.
+
+Commands are frozen, keyword-only, tagged msgspec Structs, named in the imperative.  The two
+hot-path outcomes are deliberately *not* messages: a success admitted by the CLOSED gate and a
+rejection by the OPEN gate are appended to two plain lists beside the mailbox (see
+``actors.breaker``), because they happen once per guarded call and building a Struct costs
+about 100 ns on this kind of machine.  Everything else (failures, probes, management, queries)
+is rare enough to be a Struct.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class Command(msgspec.Struct, frozen=True, kw_only=True, tag=True):
+    """Base of every breaker command."""
+
+
+class Admit(Command, frozen=True):
+    """Ask for admission when the published gate does not admit freely (HALF_OPEN, or OPEN
+    with its break over).  Answered with an :class:`Admission`."""
+
+
+class RecordSuccess(Command, frozen=True):
+    """A call admitted under ``generation`` returned (``probe``: it held a half-open slot)."""
+
+    generation: int
+    probe: bool
+    duration: float
+
+
+class RecordFailure(Command, frozen=True):
+    """A call admitted under ``generation`` raised an exception that counts as a failure."""
+
+    generation: int
+    probe: bool
+    duration: float
+
+
+class RecordIgnored(Command, frozen=True):
+    """A call admitted under ``generation`` raised an exception that does not count, or was
+    cancelled; it only releases its slot and is counted as ``ignored``."""
+
+    generation: int
+    probe: bool
+    duration: float
+
+
+class OpenTimerFired(Command, frozen=True):
+    """The break timer armed when ``generation`` began has run out."""
+
+    generation: int
+
+
+class Reset(Command, frozen=True):
+    """Back to CLOSED, unforced, with counts cleared."""
+
+
+class ForceOpen(Command, frozen=True):
+    """Hold OPEN (no timer) until :class:`Reset` or :class:`ForceClose`."""
+
+
+class ForceClose(Command, frozen=True):
+    """Hold CLOSED (failures are counted but never open) until :class:`Reset` or
+    :class:`ForceOpen`."""
+
+
+class GetSnapshot(Command, frozen=True):
+    """Answered with a :class:`~actors.snapshot.CircuitBreakerMetrics`."""
+
+
+class Admission(msgspec.Struct, frozen=True, kw_only=True):
+    """The answer to :class:`Admit`."""
+
+    granted: bool
+    generation: int
+    probe: bool = False
+    retry_after: float = 0.0
+    state: str = "closed"

@@ -1,0 +1,168 @@
+"""The actor system: one runtime (loop binding, scheduling, timers), one bus, named breakers.
+
+Two ways to have one:
+
+- ``async with ActorSystem() as system:`` runs it on the host application's running loop, inside
+  a task group of its own; leaving the block drains every mailbox, lets bus subscribers finish
+  what they were handed, and closes the system (later calls raise ``ActorSystemClosedError``).
+- :func:`default_system` is the process-wide system behind the registry.  It binds lazily: to
+  the running loop of its first async user, or to a daemon thread of its own for purely
+  synchronous programs, and moves when its loop ends (see ``actors.runtime``), so its breakers
+  keep their state across ``asyncio.run()`` calls and work from plain threads afterwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import TracebackType
+from typing import Any
+
+import anyio
+import anyio.abc
+
+from actors.breaker import Breaker, BreakerActor
+from actors.bus import EventBus
+from actors.clock import Clock, MonotonicClock
+from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig
+from actors.errors import ActorSystemClosedError
+from actors.runtime import Actor, Runtime
+
+
+class ActorSystem:
+    """Hosts breaker actors (and any other actor) on one event loop."""
+
+    def __init__(
+        self, *, clock: Clock | None = None, name: str = "breakerd", _floating: bool = False
+    ) -> None:
+        self.name = name
+        self.clock: Clock = clock if clock is not None else MonotonicClock()
+        self.runtime = Runtime(self.clock, floating=_floating, name=name)
+        self.bus = EventBus(self.runtime)
+        self._breakers: dict[str, Breaker] = {}
+        self._task_group: anyio.abc.TaskGroup | None = None
+        self._create_lock = threading.Lock()  # guards the name table, not breaker state
+
+    def __repr__(self) -> str:
+        return f"<ActorSystem {self.name!r} breakers={len(self._breakers)} {self.runtime!r}>"
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def __aenter__(self) -> ActorSystem:
+        if self.runtime.floating:
+            raise RuntimeError("the default actor system starts by itself; do not enter it")
+        if self._task_group is not None or self.runtime.closed:
+            raise RuntimeError(f"actor system {self.name!r} can only be started once")
+        task_group = anyio.create_task_group()
+        await task_group.__aenter__()
+        self._task_group = task_group
+        self.runtime.attach(asyncio.get_running_loop(), task_group)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        task_group = self._task_group
+        assert task_group is not None, "not started"
+        try:
+            await self._drain()
+        finally:
+            self._close()
+        return await task_group.__aexit__(exc_type, exc, tb)
+
+    start = __aenter__
+
+    async def stop(self) -> None:
+        """The other half of :meth:`start`; call it from the task that started the system."""
+        await self.__aexit__(None, None, None)
+
+    async def _drain(self) -> None:
+        """Handle everything already posted, and let subscribers take what they were given."""
+        runtime = self.runtime
+        while True:
+            runtime.drain_all()
+            await anyio.sleep(0)
+            if not runtime._ready and not self.bus._has_pending():
+                return
+            await anyio.sleep(0.001)
+
+    def _close(self) -> None:
+        runtime = self.runtime
+        runtime.closed = True
+        runtime.drain_all()  # answers any ask that slipped in before the flag
+        for breaker in list(self._breakers.values()):
+            runtime.cancel_timer(breaker._actor)
+            breaker._actor.close_gate()
+            for envelope in breaker._actor._mailbox:
+                reply = getattr(envelope, "reply", None)
+                if reply is not None:
+                    reply.fail(ActorSystemClosedError(f"actor system {self.name!r} closed"))
+
+    # -- breakers ----------------------------------------------------------------------------
+
+    def breaker(
+        self, name: str, config: CircuitBreakerConfig | None = None, *, cls: type[Breaker] = Breaker
+    ) -> Breaker:
+        """The breaker called ``name`` in this system, created on first use.
+
+        Asking again with a different config raises ``ValueError``: silently keeping one of the
+        two would hide a configuration mistake.
+        """
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"name: expected a non-empty string, got {name!r}")
+        if config is not None and not isinstance(config, CircuitBreakerConfig):
+            raise TypeError(f"config: expected CircuitBreakerConfig, got {type(config).__name__}")
+        with self._create_lock:
+            existing = self._breakers.get(name)
+            if existing is None:
+                existing = self._create(name, config or DEFAULT_CONFIG, cls)
+                self._breakers[name] = existing
+                return existing
+        if config is not None and config != existing.config:
+            raise ValueError(
+                f"circuit breaker {name!r} already exists with a different config "
+                f"({existing.config!r}); reuse it, or pick another name"
+            )
+        return existing
+
+    def create_breaker(
+        self, name: str, config: CircuitBreakerConfig | None = None, *, cls: type[Breaker] = Breaker
+    ) -> Breaker:
+        """A new breaker that this system runs but does not list by name (no registry)."""
+        if self.runtime.closed:
+            raise ActorSystemClosedError(f"actor system {self.name!r} is closed")
+        return self._create(name, config or DEFAULT_CONFIG, cls)
+
+    def _create(self, name: str, config: CircuitBreakerConfig, cls: type[Breaker]) -> Breaker:
+        actor = BreakerActor(name, config, self.runtime, self.bus)
+        return cls(actor)
+
+    def breakers(self) -> dict[str, Breaker]:
+        """Every named breaker of this system."""
+        return dict(self._breakers)
+
+    def get(self, name: str) -> Breaker | None:
+        return self._breakers.get(name)
+
+    def attach_actor(self, actor_cls: type[Actor], *args: Any, **kwargs: Any) -> Actor:
+        """Create an actor of ``actor_cls`` on this system's runtime."""
+        return actor_cls(self.runtime, *args, **kwargs)
+
+
+_default: ActorSystem | None = None
+_default_lock = threading.Lock()
+
+
+def default_system() -> ActorSystem:
+    """The process-wide system behind the registry (created on first use)."""
+    global _default
+    system = _default
+    if system is None:
+        with _default_lock:
+            if _default is None:
+                _default = ActorSystem(name="breakerd-default", _floating=True)
+            system = _default
+    return system

@@ -1,0 +1,1 @@
+"""breakerd's public API and service: the circuit-breaker facade, monitor, LLM client, HTTP."""

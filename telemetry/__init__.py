@@ -1,0 +1,1 @@
+"""OpenTelemetry for breakerd (filled in by the telemetry work)."""
