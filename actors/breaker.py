@@ -10,6 +10,8 @@ The hot path (``Breaker.call`` / ``Breaker.call_async``), designed rather than h
 - CLOSED: read the gate, run the function, append its duration to the mailbox, wake the actor
   only if it is asleep.  No ask, no lock, no allocation beyond the float.
 - OPEN with the break still running: read the gate and the clock, count a rejection, raise.
+- CLOSED with a call timeout or a result predicate configured: admitted without asking too, but
+  through the slower guarded runner that enforces them (the plain path pays nothing for them).
 - Anything else (HALF_OPEN, a break that is over, a closed system) asks the actor to ``Admit``.
 - A failure is an ask: the caller waits until the actor has applied it, so the call that trips
   the breaker raises only after the gate says OPEN (per-caller consistency).  Ignored exceptions
@@ -26,11 +28,15 @@ from collections.abc import Awaitable, Callable
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast
 
+import anyio
+
 from actors.bus import EventBus
 from actors.config import CircuitBreakerConfig, CircuitState
-from actors.errors import BreakerError, CircuitBreakerOpenError
+from actors.errors import BreakerError, CallTimeoutError, CircuitBreakerOpenError
 from actors.events import CallsRecorded
 from actors.machine import (
+    Action,
+    ApplyConfig,
     BreakerData,
     CancelTimer,
     Publish,
@@ -47,11 +53,12 @@ from actors.messages import (
     ForceClose,
     ForceOpen,
     GetSnapshot,
-    OpenTimerFired,
+    Reconfigure,
     RecordFailure,
     RecordIgnored,
     RecordSuccess,
     Reset,
+    StateTimerFired,
 )
 from actors.runtime import Actor, Runtime
 from actors.snapshot import CircuitBreakerMetrics
@@ -73,19 +80,28 @@ rejection_listeners: list[Callable[[CircuitBreakerOpenError], None]] = []
 class Gate:
     """What callers may know without asking: published by the actor, read lock-free.
 
-    ``closed``: admit without asking.  ``open_until``: reject without asking while the clock is
-    before it (``inf`` while forced open).  Neither: ask the actor.
+    ``closed``: admit without asking, on the plain fast path.  ``policies``: admit without
+    asking, but the caller enforces a call timeout or judges the result.  ``open_until``: reject
+    without asking while the clock is before it (``inf`` while forced open).  None of these:
+    ask the actor.
     """
 
-    __slots__ = ("closed", "generation", "open_until", "state")
+    __slots__ = ("closed", "generation", "open_until", "policies", "state")
 
     def __init__(
-        self, state: CircuitState, generation: int, closed: bool, open_until: float | None
+        self,
+        state: CircuitState,
+        generation: int,
+        closed: bool,
+        open_until: float | None,
+        *,
+        policies: bool = False,
     ) -> None:
         self.state = state
         self.generation = generation
         self.closed = closed
         self.open_until = open_until
+        self.policies = policies
 
 
 class BreakerActor(Actor):
@@ -118,7 +134,7 @@ class BreakerActor(Actor):
         self._rejections: list[None] = []
         self._batch_now = 0.0
         self._batch_epoch = 0.0
-        self.gate = Gate(CLOSED, 0, True, None)
+        self._publish_gate()
 
     def __repr__(self) -> str:
         return f"<BreakerActor {self.name!r} {self.data.state.name} gen={self.data.generation}>"
@@ -153,7 +169,9 @@ class BreakerActor(Actor):
             count = len(successes)
             run = successes[:count]
             del successes[:count]
-            record_fast_successes(self.data, run, now, self.config)
+            actions = record_fast_successes(self.data, run, now, self._batch_epoch, self.config)
+            if actions:
+                self._perform(actions)
         rejections = self._rejections
         if rejections:
             count = len(rejections)
@@ -162,25 +180,33 @@ class BreakerActor(Actor):
 
     def _receive(self, message: Command) -> Any:
         reply, actions = step(self.data, message, self._batch_now, self._batch_epoch, self.config)
+        if actions:
+            self._perform(actions)
+        return reply
+
+    def _perform(self, actions: list[Action]) -> None:
         for action in actions:
             match action:
                 case Publish(event=event):
                     self.bus.publish(event)
                 case StartTimer(deadline=deadline, generation=generation):
-                    fire = functools.partial(self.tell, OpenTimerFired(generation=generation))
+                    fire = functools.partial(self.tell, StateTimerFired(generation=generation))
                     self._runtime.start_timer(self, deadline, fire)
                 case CancelTimer():
                     self._runtime.cancel_timer(self)
+                case ApplyConfig(config=config):
+                    self.config = config
+                    self._publish_gate()
         if self.data.generation != self.gate.generation:
             self._publish_gate()
-        return reply
 
     def _publish_gate(self) -> None:
         data = self.data
         if self._runtime.closed:
             self.gate = Gate(data.state, data.generation, False, None)
         elif data.state is CLOSED:
-            self.gate = Gate(CLOSED, data.generation, True, None)
+            plain = not self.config.needs_caller_policies
+            self.gate = Gate(CLOSED, data.generation, plain, None, policies=not plain)
         elif data.state is OPEN:
             open_until = math.inf if data.forced else data.open_until
             self.gate = Gate(OPEN, data.generation, False, open_until)
@@ -240,14 +266,18 @@ class Breaker:
     thread, including the loop thread inside a coroutine, where they never block.
     """
 
-    __slots__ = ("__weakref__", "_actor", "_now", "config", "name")
+    __slots__ = ("__weakref__", "_actor", "_now", "name")
     _display_name = "Breaker"
 
     def __init__(self, actor: BreakerActor) -> None:
         self._actor = actor
         self._now = actor._runtime.clock.now
         self.name = actor.name
-        self.config = actor.config
+
+    @property
+    def config(self) -> CircuitBreakerConfig:
+        """The configuration in force (see :meth:`reconfigure`)."""
+        return self._actor.config
 
     def __repr__(self) -> str:
         gate = self._actor.gate
@@ -290,7 +320,7 @@ class Breaker:
             moment = self._now()
             if moment < open_until:
                 self._reject(gate, open_until - moment)
-        return await self._call_admitted_async(fn, args, kwargs)
+        return await self._call_admitted_async(gate, fn, args, kwargs)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` under the breaker; the sync mirror of
@@ -317,7 +347,7 @@ class Breaker:
             moment = self._now()
             if moment < open_until:
                 self._reject(gate, open_until - moment)
-        return self._call_admitted(fn, args, kwargs)
+        return self._call_admitted(gate, fn, args, kwargs)
 
     def _reject(self, gate: Gate, retry_after: float) -> None:
         actor = self._actor
@@ -331,46 +361,77 @@ class Breaker:
         raise error
 
     async def _call_admitted_async(
-        self, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
+        self, gate: Gate, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
     ) -> T:
-        actor = self._actor
-        admission: Admission = await actor.ask_async(Admit(), abandoned=self._give_back)
-        self._check_admission(admission)
-        generation, probe = admission.generation, admission.probe
+        """The slow path: admission by the gate's policies flag or by asking the actor."""
+        if gate.policies:
+            generation, probe = gate.generation, False
+        else:
+            admission: Admission = await self._actor.ask_async(Admit(), abandoned=self._give_back)
+            self._check_admission(admission)
+            generation, probe = admission.generation, admission.probe
+        config = self._actor.config
         now = self._now
         start = now()
         try:
-            result = await fn(*args, **kwargs)
+            if config.call_timeout is None:
+                result = await fn(*args, **kwargs)
+            else:
+                with anyio.move_on_after(config.call_timeout) as scope:
+                    result = await fn(*args, **kwargs)
+                if scope.cancelled_caught:
+                    raise CallTimeoutError(self.name, config.call_timeout)
         except BaseException as exc:
             await self._settle_async(exc, generation, probe, now() - start, fn)
             raise
-        success = RecordSuccess(generation=generation, probe=probe, duration=now() - start)
-        if probe:
-            await self._ask_quietly_async(success)
+        outcome = self._judge(result, generation, probe, now() - start, config)
+        if probe or outcome.__class__ is RecordFailure:
+            await self._ask_quietly_async(outcome)
         else:
-            actor.tell(success)
+            self._actor.tell(outcome)
         return result
 
-    def _call_admitted(self, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
-        actor = self._actor
-        admission: Admission = actor.ask(Admit())
-        self._check_admission(admission)
-        generation, probe = admission.generation, admission.probe
+    def _call_admitted(self, gate: Gate, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
+        """The sync mirror of :meth:`_call_admitted_async`.  A sync call cannot be interrupted:
+        one that overruns ``call_timeout`` fails with ``CallTimeoutError`` once it returns."""
+        if gate.policies:
+            generation, probe = gate.generation, False
+        else:
+            admission: Admission = self._actor.ask(Admit())
+            self._check_admission(admission)
+            generation, probe = admission.generation, admission.probe
+        config = self._actor.config
         now = self._now
         start = now()
         try:
             result = fn(*args, **kwargs)
+            if config.call_timeout is not None and now() - start > config.call_timeout:
+                raise CallTimeoutError(self.name, config.call_timeout)
         except BaseException as exc:
             self._settle(exc, generation, probe, now() - start)
             raise
         if result.__class__ is CoroutineType:
             self._misused(result, generation, probe)
-        success = RecordSuccess(generation=generation, probe=probe, duration=now() - start)
-        if probe:
-            self._ask_quietly(success)
+        outcome = self._judge(result, generation, probe, now() - start, config)
+        if probe or outcome.__class__ is RecordFailure:
+            self._ask_quietly(outcome)
         else:
-            actor.tell(success)
+            self._actor.tell(outcome)
         return result
+
+    def _judge(
+        self,
+        result: Any,
+        generation: int,
+        probe: bool,
+        duration: float,
+        config: CircuitBreakerConfig,
+    ) -> Command:
+        """The outcome of a call that returned: a success, unless ``failure_predicate`` says
+        the value itself is a failure (the caller still gets the value)."""
+        if config.failure_predicate is not None and config.failure_predicate(result):
+            return RecordFailure(generation=generation, probe=probe, duration=duration)
+        return RecordSuccess(generation=generation, probe=probe, duration=duration)
 
     def _check_admission(self, admission: Admission) -> None:
         if not admission.granted:
@@ -393,7 +454,9 @@ class Breaker:
     def _outcome(
         self, exc: BaseException, generation: int, probe: bool, duration: float
     ) -> Command:
-        if isinstance(exc, Exception) and self.config.is_failure(exc):
+        if exc.__class__ is CallTimeoutError or (
+            isinstance(exc, Exception) and self._actor.config.counts_as_failure(exc)
+        ):
             return RecordFailure(generation=generation, probe=probe, duration=duration)
         # Anything else (including cancellation, KeyboardInterrupt and SystemExit) only
         # releases the call's slot: it says nothing about the dependency's health.
@@ -505,10 +568,24 @@ class Breaker:
     async def force_close_async(self) -> None:
         await self._actor.ask_async(ForceClose())
 
+    def reconfigure(self, config: CircuitBreakerConfig) -> None:
+        """Replace the configuration; the actor applies it between two messages, keeps the
+        counts that still make sense, and publishes ``ConfigChanged``."""
+        self._actor.ask(Reconfigure(config=_checked_config(config)))
+
+    async def reconfigure_async(self, config: CircuitBreakerConfig) -> None:
+        await self._actor.ask_async(Reconfigure(config=_checked_config(config)))
+
     @property
     def bus(self) -> EventBus:
         """The event bus this breaker publishes on."""
         return self._actor.bus
+
+
+def _checked_config(config: Any) -> CircuitBreakerConfig:
+    if not isinstance(config, CircuitBreakerConfig):
+        raise TypeError(f"config: expected CircuitBreakerConfig, got {type(config).__name__}")
+    return config
 
 
 def _notify_rejection(error: CircuitBreakerOpenError) -> None:

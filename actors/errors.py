@@ -41,6 +41,22 @@ class CircuitBreakerOpenError(BreakerError):
         return f"circuit breaker {self.breaker_name!r} is {state}; call not attempted ({when})"
 
 
+class CallTimeoutError(BreakerError, TimeoutError):
+    """Raised when a guarded call ran longer than the breaker's ``call_timeout``.
+
+    An async call is cancelled at the deadline; a sync call cannot be interrupted, so it raises
+    this once it returns late (its result is discarded).  Either way it counts as a failure.
+    """
+
+    def __init__(self, breaker_name: str, timeout: float) -> None:
+        super().__init__(breaker_name, timeout)
+        self.breaker_name = breaker_name
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return f"call guarded by {self.breaker_name!r} exceeded its {self.timeout:g}s call_timeout"
+
+
 class ActorSystemClosedError(BreakerError):
     """Raised when a breaker is used after the actor system that runs it has shut down.
 

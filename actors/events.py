@@ -23,8 +23,9 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag=True):
 class StateChanged(Event, frozen=True):
     """A breaker moved from one state to another.
 
-    ``reason`` is one of ``failure_threshold``, ``timeout_elapsed``, ``probe_failed``,
-    ``probes_succeeded``, ``forced_open``, ``forced_close``, ``reset``.
+    ``reason`` is one of ``failure_threshold``, ``failure_rate``, ``slow_call_rate``,
+    ``timeout_elapsed``, ``probe_failed``, ``half_open_timeout``, ``probes_succeeded``,
+    ``forced_open``, ``forced_close``, ``reset``.
     """
 
     from_state: CircuitState

@@ -23,12 +23,13 @@ re-open a breaker, extend a break, consume a probe, or publish an event.
 from __future__ import annotations
 
 import math
+import random
 from typing import Any
 
 import msgspec
 
 from actors.config import CircuitBreakerConfig, CircuitState
-from actors.events import StateChanged
+from actors.events import ConfigChanged, Event, StateChanged
 from actors.messages import (
     Admission,
     Admit,
@@ -36,14 +37,15 @@ from actors.messages import (
     ForceClose,
     ForceOpen,
     GetSnapshot,
-    OpenTimerFired,
+    Reconfigure,
     RecordFailure,
     RecordIgnored,
     RecordSuccess,
     Reset,
+    StateTimerFired,
 )
 from actors.snapshot import CircuitBreakerMetrics
-from actors.stats import DurationHistogram, RateWindow
+from actors.stats import CountWindow, DurationHistogram, RateWindow
 
 CLOSED = CircuitState.CLOSED
 OPEN = CircuitState.OPEN
@@ -51,11 +53,12 @@ HALF_OPEN = CircuitState.HALF_OPEN
 
 
 class Publish(msgspec.Struct, frozen=True):
-    event: StateChanged
+    event: Event
 
 
 class StartTimer(msgspec.Struct, frozen=True):
-    """Arm the break timer: post ``OpenTimerFired(generation)`` at ``deadline``."""
+    """Arm the state timer: post ``StateTimerFired(generation)`` at ``deadline`` (replacing any
+    timer already armed)."""
 
     deadline: float
     generation: int
@@ -65,14 +68,22 @@ class CancelTimer(msgspec.Struct, frozen=True):
     pass
 
 
-Action = Publish | StartTimer | CancelTimer
+class ApplyConfig(msgspec.Struct, frozen=True):
+    """Use ``config`` from the next message on."""
+
+    config: CircuitBreakerConfig
+
+
+Action = Publish | StartTimer | CancelTimer | ApplyConfig
 
 
 class BreakerData:
     """Everything one breaker knows; owned by its actor alone."""
 
     __slots__ = (
+        "break_duration",
         "consecutive_failures",
+        "count_window",
         "durations",
         "failed_calls",
         "forced",
@@ -85,6 +96,7 @@ class BreakerData:
         "probe_successes",
         "probes_in_flight",
         "rejected_calls",
+        "rng",
         "state",
         "state_changed_at",
         "state_transitions",
@@ -107,7 +119,10 @@ class BreakerData:
         self.last_success_at: float | None = None
         self.state_changed_at: float | None = None
         self.window: RateWindow | None = None
+        self.count_window: CountWindow | None = None
         self.durations: DurationHistogram | None = None
+        self.break_duration: float | None = None  # the backed-off break; None = the base
+        self.rng: random.Random | None = None  # for jitter, created when first needed
         self._clear_counts()
 
     def _clear_counts(self) -> None:
@@ -127,27 +142,51 @@ class BreakerData:
             self.window = RateWindow(config.monitoring_window)
         return self.window
 
+    def window_of_calls(self, config: CircuitBreakerConfig) -> CountWindow:
+        assert config.sliding_window_size is not None
+        if self.count_window is None:
+            self.count_window = CountWindow(config.sliding_window_size)
+        return self.count_window
+
 
 # -- the hot-path records (no message object, no actions) ------------------------------------
 
 
 def record_fast_successes(
-    data: BreakerData, durations: list[float], now: float, config: CircuitBreakerConfig
-) -> None:
+    data: BreakerData,
+    durations: list[float],
+    now: float,
+    epoch: float,
+    config: CircuitBreakerConfig,
+) -> list[Action]:
     """Apply a batch of successes admitted by the CLOSED gate (their durations).
 
     These carry no generation (see ``actors.breaker``): in CLOSED a success restarts the
     consecutive-failure count; in any other state a success that was admitted while CLOSED is
-    late and only counted.
+    late and only counted.  Only a slow-call policy can make successes open the breaker.
     """
     count = len(durations)
     data.total_calls += count
     data.successful_calls += count
     data.last_success_at = now
-    data.rate_window(config).add(now, count, 0)
     data.histogram().record_run(durations)
+    slow_after = config.slow_call_duration
+    slow = 0 if slow_after is None else sum(1 for duration in durations if duration > slow_after)
+    data.rate_window(config).add(now, count, 0, slow)
+    if config.sliding_window_size is not None:
+        window = data.window_of_calls(config)
+        if slow_after is None:
+            for _ in range(min(count, config.sliding_window_size)):
+                window.add(0)
+        else:
+            for duration in durations[-config.sliding_window_size :]:
+                window.add(CountWindow.SLOW if duration > slow_after else 0)
+    actions: list[Action] = []
     if data.state is CLOSED:
         data.consecutive_failures = 0
+        if slow:
+            _check_rates(data, now, epoch, config, actions)
+    return actions
 
 
 def record_fast_rejections(data: BreakerData, count: int) -> None:
@@ -182,8 +221,17 @@ def step(
                     data.probe_successes += 1
                     if data.probe_successes >= config.success_threshold:
                         _transition(data, CLOSED, "probes_succeeded", now, epoch, config, actions)
+                    elif config.max_half_open_duration is not None:
+                        # A completed probe proves the half-open state is not stuck.
+                        deadline = now + config.max_half_open_duration
+                        actions.append(StartTimer(deadline, data.generation))
                 elif data.state is CLOSED:
                     data.consecutive_failures = 0
+                    if (
+                        config.slow_call_duration is not None
+                        and duration > config.slow_call_duration
+                    ):
+                        _check_rates(data, now, epoch, config, actions)
         case RecordFailure(generation=generation, probe=probe, duration=duration):
             previous_failure_at = data.last_failure_at
             _count_outcome(data, now, duration, config, success=False)
@@ -203,21 +251,28 @@ def step(
                 data.consecutive_failures += 1
                 if data.consecutive_failures >= config.failure_threshold and not data.forced:
                     _transition(data, OPEN, "failure_threshold", now, epoch, config, actions)
+                else:
+                    _check_rates(data, now, epoch, config, actions)
         case RecordIgnored(generation=generation, probe=probe, duration=duration):
             data.total_calls += 1
             data.ignored_calls += 1
             data.histogram().record(duration)
             if probe and generation == data.generation:
                 data.probes_in_flight -= 1
-        case OpenTimerFired(generation=generation):
-            # A timer of an earlier generation is stale: a reset or force happened since.
-            if generation == data.generation and data.state is OPEN and not data.forced:
-                _transition(data, HALF_OPEN, "timeout_elapsed", now, epoch, config, actions)
+        case StateTimerFired(generation=generation):
+            # A timer of an earlier generation is stale: the state changed since it was armed.
+            if generation == data.generation and not data.forced:
+                if data.state is OPEN:
+                    _transition(data, HALF_OPEN, "timeout_elapsed", now, epoch, config, actions)
+                elif data.state is HALF_OPEN:
+                    _transition(data, OPEN, "half_open_timeout", now, epoch, config, actions)
         case Reset():
             data.forced = False
             data.consecutive_failures = 0
             data.window = None
+            data.count_window = None
             data.durations = None
+            data.break_duration = None
             data._clear_counts()
             if data.state is CLOSED:
                 data.generation += 1
@@ -239,6 +294,8 @@ def step(
                 _transition(data, CLOSED, "forced_close", now, epoch, config, actions)
         case GetSnapshot():
             reply = snapshot(data, now, epoch, config)
+        case Reconfigure(config=new):
+            _reconfigure(data, config, new, epoch, actions)
         case _:
             raise TypeError(f"breaker {data.name!r} cannot handle {type(message).__name__}")
     return reply, actions
@@ -282,8 +339,84 @@ def _count_outcome(
     data: BreakerData, now: float, duration: float, config: CircuitBreakerConfig, *, success: bool
 ) -> None:
     data.total_calls += 1
-    data.rate_window(config).add(now, int(success), int(not success))
     data.histogram().record(duration)
+    slow = config.slow_call_duration is not None and duration > config.slow_call_duration
+    data.rate_window(config).add(now, int(success), int(not success), int(slow))
+    if config.sliding_window_size is not None:
+        flags = (0 if success else CountWindow.FAILED) | (CountWindow.SLOW if slow else 0)
+        data.window_of_calls(config).add(flags)
+
+
+def _check_rates(
+    data: BreakerData,
+    now: float,
+    epoch: float,
+    config: CircuitBreakerConfig,
+    actions: list[Action],
+) -> None:
+    """Open a CLOSED breaker whose failure or slow-call rate reached its threshold."""
+    if data.state is not CLOSED or data.forced or not config.uses_rate_window:
+        return
+    if config.sliding_window_size is not None:
+        calls, failures, slow = data.window_of_calls(config).totals()
+    else:
+        successes, failures, slow = data.rate_window(config).totals(now)
+        calls = successes + failures
+    if calls < config.minimum_calls:
+        return
+    threshold = config.failure_rate_threshold
+    if threshold is not None and failures / calls >= threshold:
+        _transition(data, OPEN, "failure_rate", now, epoch, config, actions)
+    elif config.slow_call_duration is not None and slow / calls >= config.slow_call_rate_threshold:
+        _transition(data, OPEN, "slow_call_rate", now, epoch, config, actions)
+
+
+def _next_break(data: BreakerData, reason: str, config: CircuitBreakerConfig) -> float:
+    """How long this OPEN period lasts: the base, or the backed-off value after a failed
+    probe (``probe_failed``/``half_open_timeout``), drawn with jitter when asked."""
+    base = config.timeout_duration
+    current = data.break_duration if data.break_duration is not None else base
+    if reason in ("probe_failed", "half_open_timeout"):
+        ceiling = config.max_timeout_duration
+        current = current * config.backoff_multiplier
+        if ceiling is not None:
+            current = min(current, ceiling)
+    else:
+        current = base
+    data.break_duration = current
+    if config.backoff_jitter and current > base:
+        if data.rng is None:
+            data.rng = random.Random()
+        return data.rng.uniform(base, current)
+    return current
+
+
+def _reconfigure(
+    data: BreakerData,
+    old: CircuitBreakerConfig,
+    new: CircuitBreakerConfig,
+    epoch: float,
+    actions: list[Action],
+) -> None:
+    """Switch to ``new``: counts stay; windows whose shape changed start afresh; a running
+    break keeps its deadline (it was promised to callers as ``retry_after``)."""
+    if not isinstance(new, CircuitBreakerConfig):
+        raise TypeError(f"config: expected CircuitBreakerConfig, got {type(new).__name__}")
+    changed = tuple(
+        field for field in new.__struct_fields__ if getattr(new, field) != getattr(old, field)
+    )
+    if not changed:
+        return
+    if new.monitoring_window != old.monitoring_window:
+        data.window = None
+    if new.sliding_window_size != old.sliding_window_size or (
+        new.slow_call_duration != old.slow_call_duration
+    ):
+        data.count_window = None
+    if new.timeout_duration != old.timeout_duration:
+        data.break_duration = None
+    actions.append(ApplyConfig(new))
+    actions.append(Publish(ConfigChanged(breaker=data.name, at=epoch, fields=changed)))
 
 
 def _transition(
@@ -302,18 +435,17 @@ def _transition(
     data.state_changed_at = now
     data.probes_in_flight = 0
     data.probe_successes = 0
-    if from_state is OPEN:
+    if from_state is not CLOSED:
         actions.append(CancelTimer())
-    if to_state is OPEN:
-        if data.forced:
-            data.open_until = None
-        else:
-            data.open_until = now + config.timeout_duration
-            actions.append(StartTimer(data.open_until, data.generation))
-    else:
-        data.open_until = None
-    if to_state is CLOSED:
+    data.open_until = None
+    if to_state is OPEN and not data.forced:
+        data.open_until = now + _next_break(data, reason, config)
+        actions.append(StartTimer(data.open_until, data.generation))
+    elif to_state is HALF_OPEN and config.max_half_open_duration is not None:
+        actions.append(StartTimer(now + config.max_half_open_duration, data.generation))
+    elif to_state is CLOSED:
         data.consecutive_failures = 0
+        data.break_duration = None
     actions.append(
         Publish(
             StateChanged(

@@ -10,6 +10,8 @@ is rare enough to be a Struct.
 
 from __future__ import annotations
 
+from typing import Any
+
 import msgspec
 
 
@@ -47,10 +49,17 @@ class RecordIgnored(Command, frozen=True):
     duration: float
 
 
-class OpenTimerFired(Command, frozen=True):
-    """The break timer armed when ``generation`` began has run out."""
+class StateTimerFired(Command, frozen=True):
+    """The state timer armed during ``generation`` ran out (the break in OPEN, or
+    ``max_half_open_duration`` in HALF_OPEN)."""
 
     generation: int
+
+
+class Reconfigure(Command, frozen=True):
+    """Replace the breaker's configuration between two messages."""
+
+    config: Any
 
 
 class Reset(Command, frozen=True):

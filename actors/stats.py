@@ -71,15 +71,18 @@ class DurationHistogram:
 
 
 class RateWindow:
-    """Successes and failures per whole second over the last ``seconds`` seconds."""
+    """Successes, failures and slow calls per whole second over the last ``seconds`` seconds.
 
-    __slots__ = ("failures", "size", "stamps", "successes")
+    Slow calls are a subset of the other two (a call can be slow and succeed)."""
+
+    __slots__ = ("failures", "size", "slow", "stamps", "successes")
 
     def __init__(self, seconds: float) -> None:
         self.size = max(1, math.ceil(seconds))
         self.stamps = [-1] * self.size
         self.successes = [0] * self.size
         self.failures = [0] * self.size
+        self.slow = [0] * self.size
 
     def _slot(self, now: float) -> int:
         second = int(now)
@@ -88,24 +91,62 @@ class RateWindow:
             self.stamps[index] = second
             self.successes[index] = 0
             self.failures[index] = 0
+            self.slow[index] = 0
         return index
 
-    def add(self, now: float, successes: int, failures: int) -> None:
+    def add(self, now: float, successes: int, failures: int, slow: int = 0) -> None:
         index = self._slot(now)
         self.successes[index] += successes
         self.failures[index] += failures
+        if slow:
+            self.slow[index] += slow
 
-    def totals(self, now: float) -> tuple[int, int]:
-        """(successes, failures) over the buckets still inside the window at ``now``."""
+    def totals(self, now: float) -> tuple[int, int, int]:
+        """(successes, failures, slow) over the buckets still inside the window at ``now``."""
         oldest = int(now) - self.size
-        successes = failures = 0
+        successes = failures = slow = 0
         for index, stamp in enumerate(self.stamps):
             if stamp > oldest:
                 successes += self.successes[index]
                 failures += self.failures[index]
-        return successes, failures
+                slow += self.slow[index]
+        return successes, failures, slow
 
     def failure_rate(self, now: float) -> float:
-        successes, failures = self.totals(now)
+        successes, failures, _ = self.totals(now)
         total = successes + failures
         return failures / total if total else 0.0
+
+
+class CountWindow:
+    """The outcomes of the last ``size`` calls: a ring of flags with running totals."""
+
+    __slots__ = ("failures", "filled", "position", "ring", "size", "slow")
+
+    FAILED: Final = 1
+    SLOW: Final = 2
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.ring = bytearray(size)
+        self.position = 0
+        self.filled = 0
+        self.failures = 0
+        self.slow = 0
+
+    def add(self, flags: int) -> None:
+        position = self.position
+        if self.filled == self.size:
+            old = self.ring[position]
+            self.failures -= old & 1
+            self.slow -= old >> 1
+        else:
+            self.filled += 1
+        self.ring[position] = flags
+        self.failures += flags & 1
+        self.slow += flags >> 1
+        self.position = (position + 1) % self.size
+
+    def totals(self) -> tuple[int, int, int]:
+        """(calls, failures, slow) in the window."""
+        return self.filled, self.failures, self.slow
