@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 from collections.abc import AsyncIterator, Callable
@@ -50,10 +51,8 @@ def make(system: ActorSystem, **options: Any) -> Breaker:
 
 async def run(breaker: Breaker, fn: Callable[[], Any], times: int = 1) -> None:
     for _ in range(times):
-        try:
+        with contextlib.suppress(Boom):
             await breaker.call_async(fn)
-        except Boom:
-            pass
 
 
 def slow_call(clock: ManualClock, seconds: float) -> Callable[[], Any]:
