@@ -20,17 +20,19 @@ The hot path (``Breaker.call`` / ``Breaker.call_async``), designed rather than h
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast
 
 import anyio
 
 from actors.bus import EventBus
+from actors.cluster import ClusterLink
 from actors.config import CircuitBreakerConfig, CircuitState
 from actors.errors import BreakerError, CallTimeoutError, CircuitBreakerOpenError
 from actors.events import CallsRecorded
@@ -40,6 +42,7 @@ from actors.machine import (
     BreakerData,
     CancelTimer,
     Publish,
+    RequestProbeLease,
     StartTimer,
     failure_rate,
     record_fast_rejections,
@@ -53,6 +56,7 @@ from actors.messages import (
     ForceClose,
     ForceOpen,
     GetSnapshot,
+    ProbeLeaseDecided,
     Reconfigure,
     RecordFailure,
     RecordIgnored,
@@ -113,6 +117,7 @@ class BreakerActor(Actor):
         "_rejections",
         "_successes",
         "bus",
+        "cluster",
         "config",
         "data",
         "gate",
@@ -127,6 +132,7 @@ class BreakerActor(Actor):
         self.config = config
         self.bus = bus
         self.data = BreakerData(name)
+        self.cluster: ClusterLink | None = None
         # Hot-path channels, beside the mailbox: a success admitted by the CLOSED gate appends
         # its duration to `_successes`; a rejection by the OPEN gate appends None to
         # `_rejections`.  Plain lists, for the same GIL-atomicity reasons as the mailbox.
@@ -197,6 +203,11 @@ class BreakerActor(Actor):
                 case ApplyConfig(config=config):
                     self.config = config
                     self._publish_gate()
+                case RequestProbeLease(generation=generation):
+                    if self.cluster is None:  # the link went away: decide locally
+                        self.tell(ProbeLeaseDecided(generation=generation, granted=True))
+                    else:
+                        self.cluster.request_probe(self.name, generation)
         if self.data.generation != self.gate.generation:
             self._publish_gate()
 
@@ -240,6 +251,11 @@ class BreakerActor(Actor):
                 failure_rate=failure_rate(data, now),
             )
         )
+
+    def join_cluster(self, cluster: ClusterLink | None) -> None:
+        """Start (or stop) deferring the end of each break to ``cluster``'s probe lease."""
+        self.cluster = cluster
+        self.data.clustered = cluster is not None
 
     def close_gate(self) -> None:
         """The system is shutting down: send every caller to the slow path, which raises."""
@@ -364,12 +380,7 @@ class Breaker:
         self, gate: Gate, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
     ) -> T:
         """The slow path: admission by the gate's policies flag or by asking the actor."""
-        if gate.policies:
-            generation, probe = gate.generation, False
-        else:
-            admission: Admission = await self._actor.ask_async(Admit(), abandoned=self._give_back)
-            self._check_admission(admission)
-            generation, probe = admission.generation, admission.probe
+        generation, probe = await self._admit_async(gate)
         config = self._actor.config
         now = self._now
         start = now()
@@ -390,6 +401,58 @@ class Breaker:
         else:
             self._actor.tell(outcome)
         return result
+
+    async def _admit_async(self, gate: Gate) -> tuple[int, bool]:
+        """Admission off the plain fast path: ``(generation, probe)``, by the gate's policies
+        flag or by asking the actor; raises :class:`CircuitBreakerOpenError` when refused."""
+        if gate.policies:
+            return gate.generation, False
+        admission: Admission = await self._actor.ask_async(Admit(), abandoned=self._give_back)
+        self._check_admission(admission)
+        return admission.generation, admission.probe
+
+    @contextlib.asynccontextmanager
+    async def guarded_async(self) -> AsyncIterator[None]:
+        """Run the body of an ``async with`` block as one call under the breaker.
+
+        For work that is not one awaitable, such as a response streamed over many awaits with
+        ``yield`` in between.  Entering admits the call as :meth:`call_async` does and raises
+        :class:`CircuitBreakerOpenError` before the body runs when the breaker rejects it.
+        Leaving records the outcome: a success when the body completes, otherwise its exception
+        judged as :meth:`call_async` would (cancellation and ``GeneratorExit``, as when a
+        consumer abandons a stream, are ignored).  Exceptions propagate unchanged.
+
+        A cancel scope must not span a ``yield``, so ``call_timeout`` cannot interrupt the body:
+        it is judged as for a sync call (a body that overruns it fails with
+        ``CallTimeoutError`` once it completes).  ``failure_predicate`` does not apply: the
+        body has no result to judge.  Successes take the ordinary ``RecordSuccess`` route, not
+        the hot-path channel: a guarded block is not a hot path.
+        """
+        gate = self._actor.gate
+        if gate.closed:
+            generation, probe = gate.generation, False
+        else:
+            open_until = gate.open_until
+            if open_until is not None:
+                moment = self._now()
+                if moment < open_until:
+                    self._reject(gate, open_until - moment)
+            generation, probe = await self._admit_async(gate)
+        timeout = self._actor.config.call_timeout
+        now = self._now
+        start = now()
+        try:
+            yield
+            if timeout is not None and now() - start > timeout:
+                raise CallTimeoutError(self.name, timeout)
+        except BaseException as exc:
+            await self._settle_async(exc, generation, probe, now() - start, None)
+            raise
+        success = RecordSuccess(generation=generation, probe=probe, duration=now() - start)
+        if probe:
+            await self._ask_quietly_async(success)
+        else:
+            self._actor.tell(success)
 
     def _call_admitted(self, gate: Gate, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         """The sync mirror of :meth:`_call_admitted_async`.  A sync call cannot be interrupted:
@@ -468,11 +531,19 @@ class Breaker:
         generation: int,
         probe: bool,
         duration: float,
-        fn: Callable[..., Any],
+        fn: Callable[..., Any] | None,
     ) -> None:
-        """Record a raised call; waits only for failures, and never raises itself."""
+        """Record a raised call; waits only for failures, and never raises itself.
+
+        ``fn`` is the function :meth:`call_async` awaited (None for :meth:`guarded_async`,
+        whose body is not a function), used to name a non-awaitable in the misuse error."""
         traceback = exc.__traceback__
-        if exc.__class__ is TypeError and traceback is not None and traceback.tb_next is None:
+        if (
+            fn is not None
+            and exc.__class__ is TypeError
+            and traceback is not None
+            and traceback.tb_next is None
+        ):
             # Raised by our own `await` (fn returned something not awaitable), not inside fn.
             self._actor.tell(RecordIgnored(generation=generation, probe=probe, duration=0.0))
             raise TypeError(

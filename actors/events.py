@@ -25,7 +25,8 @@ class StateChanged(Event, frozen=True):
 
     ``reason`` is one of ``failure_threshold``, ``failure_rate``, ``slow_call_rate``,
     ``timeout_elapsed``, ``probe_failed``, ``half_open_timeout``, ``probes_succeeded``,
-    ``forced_open``, ``forced_close``, ``reset``.
+    ``forced_open``, ``forced_close``, ``reset``, and ``cluster`` (another replica's transition,
+    applied here in cluster mode).
     """
 
     from_state: CircuitState

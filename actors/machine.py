@@ -33,10 +33,13 @@ from actors.events import ConfigChanged, Event, StateChanged
 from actors.messages import (
     Admission,
     Admit,
+    ApplyRemoteState,
+    ClusterCounts,
     Command,
     ForceClose,
     ForceOpen,
     GetSnapshot,
+    ProbeLeaseDecided,
     Reconfigure,
     RecordFailure,
     RecordIgnored,
@@ -74,7 +77,13 @@ class ApplyConfig(msgspec.Struct, frozen=True):
     config: CircuitBreakerConfig
 
 
-Action = Publish | StartTimer | CancelTimer | ApplyConfig
+class RequestProbeLease(msgspec.Struct, frozen=True):
+    """Cluster mode: ask the cluster whether this replica may probe for ``generation``."""
+
+    generation: int
+
+
+Action = Publish | StartTimer | CancelTimer | ApplyConfig | RequestProbeLease
 
 
 class BreakerData:
@@ -82,6 +91,8 @@ class BreakerData:
 
     __slots__ = (
         "break_duration",
+        "cluster_counts",
+        "clustered",
         "consecutive_failures",
         "count_window",
         "durations",
@@ -91,6 +102,7 @@ class BreakerData:
         "ignored_calls",
         "last_failure_at",
         "last_success_at",
+        "lease_pending",
         "name",
         "open_until",
         "probe_successes",
@@ -123,6 +135,10 @@ class BreakerData:
         self.durations: DurationHistogram | None = None
         self.break_duration: float | None = None  # the backed-off break; None = the base
         self.rng: random.Random | None = None  # for jitter, created when first needed
+        # Cluster mode (see actors.cluster): the break ends with a probe lease request.
+        self.clustered = False
+        self.lease_pending = False
+        self.cluster_counts: tuple[int, int, int] | None = None
         self._clear_counts()
 
     def _clear_counts(self) -> None:
@@ -262,7 +278,9 @@ def step(
         case StateTimerFired(generation=generation):
             # A timer of an earlier generation is stale: the state changed since it was armed.
             if generation == data.generation and not data.forced:
-                if data.state is OPEN:
+                if data.state is OPEN and data.clustered:
+                    _request_lease(data, actions)
+                elif data.state is OPEN:
                     _transition(data, HALF_OPEN, "timeout_elapsed", now, epoch, config, actions)
                 elif data.state is HALF_OPEN:
                     _transition(data, OPEN, "half_open_timeout", now, epoch, config, actions)
@@ -296,6 +314,18 @@ def step(
             reply = snapshot(data, now, epoch, config)
         case Reconfigure(config=new):
             _reconfigure(data, config, new, epoch, actions)
+        case ProbeLeaseDecided(generation=generation, granted=granted, retry_in=retry_in):
+            data.lease_pending = False
+            if generation == data.generation and data.state is OPEN and not data.forced:
+                if granted:
+                    _transition(data, HALF_OPEN, "timeout_elapsed", now, epoch, config, actions)
+                else:
+                    _set_break(data, now + retry_in, actions)
+        case ApplyRemoteState(state=state, forced=forced, remaining=remaining):
+            _apply_remote(data, CircuitState(state), forced, remaining, now, epoch, config, actions)
+        case ClusterCounts(successes=successes, failures=failures, slow=slow):
+            data.cluster_counts = (successes, failures, slow)
+            _check_rates(data, now, epoch, config, actions)
         case _:
             raise TypeError(f"breaker {data.name!r} cannot handle {type(message).__name__}")
     return reply, actions
@@ -317,6 +347,9 @@ def _admit(
             return _reject(data, data.open_until - now)
         # The break is over even if the timer has not fired yet: admission checks the
         # deadline itself, so correctness never depends on the timer being punctual.
+        if data.clustered:
+            _request_lease(data, actions)  # one replica probes for the whole cluster
+            return _reject(data, 0.0)
         _transition(data, HALF_OPEN, "timeout_elapsed", now, epoch, config, actions)
     if data.probes_in_flight < config.half_open_max_calls:
         data.probes_in_flight += 1
@@ -357,7 +390,10 @@ def _check_rates(
     """Open a CLOSED breaker whose failure or slow-call rate reached its threshold."""
     if data.state is not CLOSED or data.forced or not config.uses_rate_window:
         return
-    if config.sliding_window_size is not None:
+    if data.cluster_counts is not None:
+        successes, failures, slow = data.cluster_counts
+        calls = successes + failures
+    elif config.sliding_window_size is not None:
         calls, failures, slow = data.window_of_calls(config).totals()
     else:
         successes, failures, slow = data.rate_window(config).totals(now)
@@ -369,6 +405,52 @@ def _check_rates(
         _transition(data, OPEN, "failure_rate", now, epoch, config, actions)
     elif config.slow_call_duration is not None and slow / calls >= config.slow_call_rate_threshold:
         _transition(data, OPEN, "slow_call_rate", now, epoch, config, actions)
+
+
+def _request_lease(data: BreakerData, actions: list[Action]) -> None:
+    if not data.lease_pending:
+        data.lease_pending = True
+        actions.append(RequestProbeLease(data.generation))
+
+
+def _set_break(data: BreakerData, until: float, actions: list[Action]) -> None:
+    """Move the end of the current break (a new generation, so callers see the new gate)."""
+    data.generation += 1
+    data.open_until = until
+    actions.append(StartTimer(until, data.generation))
+
+
+def _apply_remote(
+    data: BreakerData,
+    state: CircuitState,
+    forced: bool,
+    remaining: float,
+    now: float,
+    epoch: float,
+    config: CircuitBreakerConfig,
+    actions: list[Action],
+) -> None:
+    """Follow another replica.  A remote HALF_OPEN means another replica holds the probe
+    lease: keep rejecting here for ``remaining`` seconds, until its verdict arrives."""
+    data.forced = forced
+    if state is CLOSED:
+        if data.state is not CLOSED:
+            _transition(data, CLOSED, "cluster", now, epoch, config, actions)
+        else:
+            data.generation += 1
+        return
+    if forced and state is OPEN:
+        if data.state is not OPEN:
+            _transition(data, OPEN, "cluster", now, epoch, config, actions)
+        else:
+            data.generation += 1
+            data.open_until = None
+            actions.append(CancelTimer())
+        return
+    if data.state is not OPEN:
+        _transition(data, OPEN, "cluster", now, epoch, config, actions)
+    data.lease_pending = False
+    _set_break(data, now + remaining, actions)
 
 
 def _next_break(data: BreakerData, reason: str, config: CircuitBreakerConfig) -> float:

@@ -79,6 +79,35 @@ class GetSnapshot(Command, frozen=True):
     """Answered with a :class:`~actors.snapshot.CircuitBreakerMetrics`."""
 
 
+class ApplyRemoteState(Command, frozen=True):
+    """Cluster mode: another replica's breaker of the same name moved to ``state``.
+
+    ``remaining`` is how many seconds of break are left (OPEN), or how long to keep rejecting
+    while another replica holds the probe lease (HALF_OPEN).  The cluster link has already
+    decided that this news is newer than anything this replica knows."""
+
+    state: str
+    forced: bool = False
+    remaining: float = 0.0
+
+
+class ProbeLeaseDecided(Command, frozen=True):
+    """Cluster mode: the answer to a ``RequestProbeLease`` of ``generation``.  Granted: this
+    replica probes.  Refused: another replica does; ask again in ``retry_in`` seconds."""
+
+    generation: int
+    granted: bool
+    retry_in: float = 1.0
+
+
+class ClusterCounts(Command, frozen=True):
+    """Cluster mode: the whole cluster's calls in the rate window, for the rate policies."""
+
+    successes: int
+    failures: int
+    slow: int = 0
+
+
 class Admission(msgspec.Struct, frozen=True, kw_only=True):
     """The answer to :class:`Admit`."""
 

@@ -224,7 +224,21 @@ class Actor:
             return self._ask_inline(message)
         reply = _FutureReply(asyncio.get_running_loop(), abandoned)
         self._post(Envelope(message, reply))
-        return await reply.future
+        try:
+            return await reply.future
+        except asyncio.CancelledError:
+            # The answer can land on the future after the cancel was requested but before this
+            # task ran again; the future is then done, not cancelled, and `_resolve` will not
+            # hand the value to `abandoned`, so do it here (else e.g. a probe slot leaks).
+            future = reply.future
+            if (
+                abandoned is not None
+                and future.done()
+                and not future.cancelled()
+                and future.exception() is None
+            ):
+                abandoned(future.result())
+            raise
 
     def _ask_inline(self, message: Any) -> Any:
         reply = _InlineReply()

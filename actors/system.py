@@ -24,8 +24,10 @@ import anyio.abc
 from actors.breaker import Breaker, BreakerActor
 from actors.bus import EventBus
 from actors.clock import Clock, MonotonicClock
+from actors.cluster import ClusterLink
 from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig
 from actors.errors import ActorSystemClosedError
+from actors.messages import Command
 from actors.runtime import Actor, Runtime
 
 
@@ -33,9 +35,16 @@ class ActorSystem:
     """Hosts breaker actors (and any other actor) on one event loop."""
 
     def __init__(
-        self, *, clock: Clock | None = None, name: str = "breakerd", _floating: bool = False
+        self,
+        *,
+        clock: Clock | None = None,
+        name: str = "breakerd",
+        cluster: ClusterLink | None = None,
+        _floating: bool = False,
     ) -> None:
         self.name = name
+        self.cluster: ClusterLink | None = None
+        self._pending_cluster = cluster
         self.clock: Clock = clock if clock is not None else MonotonicClock()
         self.runtime = Runtime(self.clock, floating=_floating, name=name)
         self.bus = EventBus(self.runtime)
@@ -57,6 +66,8 @@ class ActorSystem:
         await task_group.__aenter__()
         self._task_group = task_group
         self.runtime.attach(asyncio.get_running_loop(), task_group)
+        if self._pending_cluster is not None:
+            self.attach_cluster(self._pending_cluster)
         return self
 
     async def __aexit__(
@@ -138,7 +149,33 @@ class ActorSystem:
 
     def _create(self, name: str, config: CircuitBreakerConfig, cls: type[Breaker]) -> Breaker:
         actor = BreakerActor(name, config, self.runtime, self.bus)
+        if self.cluster is not None:
+            actor.join_cluster(self.cluster)
         return cls(actor)
+
+    # -- cluster mode (see actors.cluster) ----------------------------------------------------
+
+    def attach_cluster(self, cluster: ClusterLink) -> None:
+        """Make this system's named breakers act as one with other replicas' through
+        ``cluster``, whose ``run`` starts in the system's task group."""
+        if self.cluster is not None:
+            raise RuntimeError(f"actor system {self.name!r} already has a cluster link")
+        self.cluster = cluster
+        for breaker in self._breakers.values():
+            breaker._actor.join_cluster(cluster)
+
+        async def run_link() -> None:
+            await cluster.run(self)
+
+        self.runtime.spawn(run_link)
+
+    def post(self, name: str, message: Command) -> bool:
+        """Tell the named breaker ``message`` (any thread); False if there is no such breaker."""
+        breaker = self._breakers.get(name)
+        if breaker is None:
+            return False
+        breaker._actor.tell(message)
+        return True
 
     def breakers(self) -> dict[str, Breaker]:
         """Every named breaker of this system."""
