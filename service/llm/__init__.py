@@ -1,0 +1,7 @@
+"""The LLM client package; ``service.llm_client`` re-exports its public API.
+
+Modules: ``errors`` (error classes and the fault mapping), ``schema`` (requests and answers),
+``settings`` (providers, options, environment), ``wire`` (the two wire formats and SSE),
+``provider`` (one HTTP exchange), ``sessions`` (one HTTP session per loop), ``facade`` (the sync
+facade's loop thread), ``stream`` (streamed answers), ``client`` (breakers and the chain).
+"""

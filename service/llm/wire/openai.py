@@ -1,0 +1,176 @@
+"""The Chat Completions wire format (OpenAI, and any server that speaks it: vLLM, Ollama...).
+
+Answers are decoded leniently (unknown fields are ignored): providers add fields all the time,
+and refusing an answer for a new field would turn their change into our outage.  Missing
+required fields, wrong types and invalid JSON are :class:`MalformedResponseError`.
+A stream is ``data: {chunk}`` events ended by ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from service.llm.errors import ErrorDetail, MalformedResponseError, error_for_type
+from service.llm.schema import ChatRequest, LLMResponse, StreamResult, Usage
+from service.llm.wire.sse import SSEEvent
+
+_encoder = msgspec.json.Encoder()
+
+
+class _Usage(msgspec.Struct):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def normalized(self) -> Usage:
+        return Usage(
+            prompt_tokens=self.prompt_tokens,
+            completion_tokens=self.completion_tokens,
+            total_tokens=self.total_tokens or self.prompt_tokens + self.completion_tokens,
+        )
+
+
+class _Message(msgspec.Struct):
+    content: str | None = None
+
+
+class _Choice(msgspec.Struct):
+    message: _Message
+    index: int = 0
+    finish_reason: str | None = None
+
+
+class _Completion(msgspec.Struct):
+    choices: list[_Choice] = []
+    model: str = ""
+    usage: _Usage | None = None
+    error: ErrorDetail | None = None
+
+
+class _Delta(msgspec.Struct):
+    content: str | None = None
+
+
+class _ChunkChoice(msgspec.Struct):
+    index: int = 0
+    delta: _Delta | None = None
+    finish_reason: str | None = None
+
+
+class _Chunk(msgspec.Struct):
+    choices: list[_ChunkChoice] = []
+    model: str = ""
+    usage: _Usage | None = None
+    error: ErrorDetail | None = None
+
+
+_completion_decoder = msgspec.json.Decoder(_Completion)
+_chunk_decoder = msgspec.json.Decoder(_Chunk)
+
+
+class ChatCompletions:
+    """The format.  ``include_usage`` asks for token counts in streams (OpenAI supports it;
+    some compatible servers reject the parameter, so it is off for them)."""
+
+    __slots__ = ("include_usage",)
+
+    def __init__(self, *, include_usage: bool) -> None:
+        self.include_usage = include_usage
+
+    def __repr__(self) -> str:
+        return f"<ChatCompletions include_usage={self.include_usage}>"
+
+    def url(self, base_url: str) -> str:
+        return base_url.rstrip("/") + "/chat/completions"
+
+    def headers(self, api_key: str | None, *, stream: bool) -> dict[str, str]:
+        headers = {
+            "Content-Type": "application/json",
+            "Accept": "text/event-stream" if stream else "application/json",
+        }
+        if api_key:
+            headers["Authorization"] = f"Bearer {api_key}"
+        return headers
+
+    def body(
+        self, request: ChatRequest, model: str, *, stream: bool, default_max_tokens: int
+    ) -> bytes:
+        # Chat Completions has its own default output limit: default_max_tokens is not sent.
+        body = {"model": model, "messages": request.messages, **request.params}
+        if stream:
+            body["stream"] = True
+            if self.include_usage:
+                body["stream_options"] = {"include_usage": True}
+        return _encoder.encode(body)
+
+    def parse(self, body: bytes, *, provider: str, model: str, secret: str | None) -> LLMResponse:
+        try:
+            answer = _completion_decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise MalformedResponseError(
+                f"invalid Chat Completions answer: {exc}", provider=provider
+            ) from None
+        if answer.error is not None:
+            raise error_for_type(provider, answer.error.type, answer.error.message, secret=secret)
+        choice = next((choice for choice in answer.choices if choice.index == 0), None)
+        if choice is None:
+            raise MalformedResponseError(
+                "invalid Chat Completions answer: no choices", provider=provider
+            )
+        return LLMResponse(
+            content=choice.message.content or "",
+            model=answer.model or model,
+            provider=provider,
+            usage=answer.usage.normalized() if answer.usage is not None else None,
+            finish_reason=choice.finish_reason,
+        )
+
+    def decoder(
+        self, *, provider: str, secret: str | None, into: StreamResult
+    ) -> ChatCompletionsDecoder:
+        return ChatCompletionsDecoder(provider, secret, into)
+
+
+class ChatCompletionsDecoder:
+    """Chunks to deltas.  Only choice 0 is followed (the client asks for one choice)."""
+
+    __slots__ = ("_done", "_into", "_provider", "_secret")
+
+    def __init__(self, provider: str, secret: str | None, into: StreamResult) -> None:
+        self._provider = provider
+        self._secret = secret
+        self._into = into
+        self._done = False
+
+    @property
+    def done(self) -> bool:
+        return self._done
+
+    def feed(self, event: SSEEvent) -> str | None:
+        if event.data == "[DONE]":
+            self._done = True
+            return None
+        try:
+            chunk = _chunk_decoder.decode(event.data)
+        except msgspec.DecodeError as exc:
+            raise MalformedResponseError(
+                f"invalid Chat Completions stream chunk: {exc}", provider=self._provider
+            ) from None
+        if chunk.error is not None:
+            raise error_for_type(
+                self._provider, chunk.error.type, chunk.error.message, secret=self._secret
+            )
+        into = self._into
+        if chunk.model:
+            into.model = chunk.model
+        if chunk.usage is not None:
+            into.usage = chunk.usage.normalized()
+        text = None
+        for choice in chunk.choices:
+            if choice.index != 0:
+                continue
+            if choice.finish_reason:
+                into.finish_reason = choice.finish_reason
+            if choice.delta is not None and choice.delta.content:
+                text = choice.delta.content
+        return text

@@ -1,0 +1,188 @@
+"""The wire formats and the SSE decoder, as plain functions (no server, no loop)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import msgspec
+import pytest
+
+from service.llm.errors import (
+    APIError,
+    InvalidRequestError,
+    MalformedResponseError,
+    ServiceUnavailableError,
+)
+from service.llm.schema import StreamResult, Usage, build_request
+from service.llm.wire.anthropic import AnthropicMessages
+from service.llm.wire.openai import ChatCompletions
+from service.llm.wire.sse import SSEDecoder, SSEEvent
+
+OPENAI = ChatCompletions(include_usage=True)
+ANTHROPIC = AnthropicMessages()
+
+
+def feed(lines: list[str]) -> list[SSEEvent]:
+    decoder = SSEDecoder()
+    return [event for line in lines if (event := decoder.feed(line)) is not None]
+
+
+def test_sse_joins_data_lines_skips_comments_and_strips_one_space() -> None:
+    lines = [": keep-alive\n", "event: delta\r\n", "data:  two\n", "data:x\n", "\n"]
+    assert feed(lines) == [SSEEvent("delta", " two\nx")]
+
+
+def test_sse_drops_an_event_without_its_blank_line_and_resets_the_type() -> None:
+    assert feed(["event: a\n", "\n", "data: 1\n", "\n", "data: cut"]) == [SSEEvent("", "1")]
+
+
+def test_openai_body_and_stream_options() -> None:
+    request = build_request(
+        [{"role": "user", "content": "hi", "name": "ann"}], {"n": 1}, provider="openai"
+    )
+    body = json.loads(OPENAI.body(request, "m", stream=True, default_max_tokens=9))
+    assert body == {
+        "model": "m",
+        "messages": [{"role": "user", "content": "hi", "name": "ann"}],
+        "n": 1,
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    plain = ChatCompletions(include_usage=False)
+    assert "stream_options" not in json.loads(
+        plain.body(request, "m", stream=True, default_max_tokens=9)
+    )
+
+
+def test_openai_parse_tolerates_unknown_fields_and_null_content() -> None:
+    body = msgspec.json.encode(
+        {
+            "choices": [{"index": 0, "message": {"content": None}, "finish_reason": "tool_calls"}],
+            "system_fingerprint": "new-field",
+        }
+    )
+    answer = OPENAI.parse(body, provider="openai", model="asked", secret=None)
+    assert (answer.content, answer.model, answer.finish_reason) == ("", "asked", "tool_calls")
+    assert answer.usage is None
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"choices": []}', MalformedResponseError),
+        (b'{"choices": [{"message": 3}]}', MalformedResponseError),
+        (b"[1, 2]", MalformedResponseError),
+        (b'{"error": {"message": "busy", "type": "server_error"}}', ServiceUnavailableError),
+    ],
+)
+def test_openai_parse_failures(body: bytes, error: type[APIError]) -> None:
+    with pytest.raises(APIError) as caught:
+        OPENAI.parse(body, provider="openai", model="m", secret=None)
+    assert type(caught.value) is error
+
+
+def test_openai_decoder_follows_choice_zero_and_needs_done() -> None:
+    result = StreamResult()
+    decoder = OPENAI.decoder(provider="openai", secret=None, into=result)
+    chunks = [
+        {"model": "gpt", "choices": [{"index": 0, "delta": {"content": "a"}}]},
+        {"choices": [{"index": 1, "delta": {"content": "other choice"}}]},
+        {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
+        {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}},
+    ]
+    texts = [decoder.feed(SSEEvent("", json.dumps(chunk))) for chunk in chunks]
+    assert texts == ["a", None, None, None]
+    assert not decoder.done
+    decoder.feed(SSEEvent("", "[DONE]"))
+    assert decoder.done
+    assert (result.model, result.finish_reason) == ("gpt", "length")
+    assert result.usage == Usage(prompt_tokens=2, completion_tokens=3, total_tokens=5)
+
+
+def test_openai_decoder_rejects_a_broken_chunk() -> None:
+    decoder = OPENAI.decoder(provider="openai", secret=None, into=StreamResult())
+    with pytest.raises(MalformedResponseError):
+        decoder.feed(SSEEvent("", '{"choices": ['))
+
+
+def test_anthropic_body_moves_system_and_developer_messages() -> None:
+    request = build_request(
+        [
+            {"role": "system", "content": "one"},
+            {"role": "developer", "content": [{"type": "text", "text": "two"}]},
+            {"role": "user", "content": "hi"},
+        ],
+        {"max_tokens": 5, "temperature": 0},
+        provider="anthropic",
+    )
+    body = json.loads(ANTHROPIC.body(request, "claude", stream=False, default_max_tokens=1024))
+    assert body == {
+        "model": "claude",
+        "max_tokens": 5,  # the caller's value wins over the default
+        "system": [{"type": "text", "text": "one"}, {"type": "text", "text": "two"}],
+        "messages": [{"role": "user", "content": "hi"}],
+        "temperature": 0,
+    }
+
+
+def test_anthropic_parse_joins_text_blocks_and_translates_the_stop_reason() -> None:
+    body = msgspec.json.encode(
+        {
+            "type": "message",
+            "content": [
+                {"type": "text", "text": "a"},
+                {"type": "tool_use", "id": "t"},
+                {"type": "text", "text": "b"},
+            ],
+            "stop_reason": "max_tokens",
+            "usage": {"input_tokens": 1, "output_tokens": 2},
+        }
+    )
+    answer = ANTHROPIC.parse(body, provider="anthropic", model="asked", secret=None)
+    assert (answer.content, answer.model, answer.finish_reason) == ("ab", "asked", "length")
+    assert answer.usage == Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (b'{"type": "message"}', MalformedResponseError),
+        (b'{"content": "text"}', MalformedResponseError),
+        (b'{"type": "error", "error": {"type": "overloaded_error", "message": "busy"}}', None),
+    ],
+)
+def test_anthropic_parse_failures(body: bytes, error: type[APIError] | None) -> None:
+    with pytest.raises(APIError) as caught:
+        ANTHROPIC.parse(body, provider="anthropic", model="m", secret=None)
+    assert type(caught.value) is (error or ServiceUnavailableError)
+
+
+def test_anthropic_decoder_events() -> None:
+    result = StreamResult()
+    decoder = ANTHROPIC.decoder(provider="anthropic", secret=None, into=result)
+    events: list[dict[str, Any]] = [
+        {"type": "message_start", "message": {"model": "claude", "content": [],
+                                              "usage": {"input_tokens": 4}}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}},
+        {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_delta", "delta": {"type": "input_json_delta", "partial": "{"}},
+        {"type": "ping"},
+        {"type": "some_future_event"},
+        {"type": "message_delta", "delta": {"stop_reason": "stop_sequence"},
+         "usage": {"output_tokens": 6}},
+    ]  # fmt: skip
+    texts = [decoder.feed(SSEEvent(event["type"], json.dumps(event))) for event in events]
+    assert texts == [None, None, "hi", None, None, None, None]
+    assert not decoder.done
+    decoder.feed(SSEEvent("message_stop", '{"type": "message_stop"}'))
+    assert decoder.done
+    assert (result.model, result.finish_reason) == ("claude", "stop")
+    assert result.usage == Usage(prompt_tokens=4, completion_tokens=6, total_tokens=10)
+
+
+def test_anthropic_decoder_raises_the_error_event() -> None:
+    decoder = ANTHROPIC.decoder(provider="anthropic", secret=None, into=StreamResult())
+    error = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
+    with pytest.raises(InvalidRequestError, match="bad"):
+        decoder.feed(SSEEvent("error", json.dumps(error)))
