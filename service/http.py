@@ -1,0 +1,499 @@
+"""The HTTP surface: routes, the admin-token check, and the one place errors become responses.
+
+Routes (all JSON bodies encoded with msgspec)::
+
+    GET  /health                      health summary; 200 healthy/degraded, 503 failed/error
+    GET  /breakers                    every breaker's metrics snapshot
+    GET  /breakers/{name}             one breaker's snapshot (404 for an unknown name)
+    POST /breakers/{name}/reset       admin: back to CLOSED, counts cleared
+    POST /breakers/{name}/open        admin: force OPEN until reset/close
+    POST /breakers/{name}/close       admin: force CLOSED until reset/open
+    POST /breakers/reset              admin: reset every breaker
+    GET  /events                      Server-Sent Events: state changes, periodic metrics
+    POST /v1/chat/completions         the OpenAI-compatible gateway (``service.gateway``)
+
+Errors: handlers raise; the outermost middleware turns *every* exception into a JSON body of
+the OpenAI shape ``{"error": {"message", "type", "code", "param"}}`` through
+:func:`problem_for`, the single mapping from exceptions to statuses.  Unexpected exceptions
+are logged with their traceback and answered with a bare 500: nothing internal reaches a
+client.
+
+Admin endpoints need ``Authorization: Bearer <token>`` equal to the token the service was
+started with (``BREAKERD_ADMIN_TOKEN``), compared with :func:`hmac.compare_digest`.  Without a
+configured token they answer 403 and say how to enable them; a missing or wrong token gets 401.
+Read-only endpoints need no token.
+
+Every handler runs on the service's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import logging
+import math
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from actors.breaker import Breaker
+from actors.bus import EventBus
+from actors.errors import CircuitBreakerOpenError
+from actors.events import Event, StateChanged
+from actors.system import default_system
+from service.circuit_breaker import get_event_bus
+from service.config import ServiceConfig
+from service.llm_client import (
+    APIError,
+    AuthenticationError,
+    InvalidRequestError,
+    NetworkTimeoutError,
+    ProviderConfigurationError,
+    RateLimitError,
+)
+from service.monitor import get_circuit_breaker_monitor
+
+logger = logging.getLogger("service.http")
+
+ADMIN_TOKEN_ENV = "BREAKERD_ADMIN_TOKEN"
+
+#: ``Retry-After`` for a breaker forced open: nothing will reopen it by itself, so the client
+#: gets a long-ish pause rather than the infinity the breaker reports.
+FORCED_OPEN_RETRY_AFTER = 60
+
+#: Events a slow ``/events`` client may fall behind by before it is disconnected.
+EVENTS_BUFFER = 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+HealthSource = Callable[[], Awaitable[Mapping[str, Any]]]
+
+
+# -- errors: the one mapping -------------------------------------------------------------------
+
+
+class Problem(Exception):
+    """An error answer: HTTP ``status``, an OpenAI-style ``type``, a message for the client,
+    and extra ``headers`` (``Retry-After``, ``WWW-Authenticate``, ``Allow``)."""
+
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        type: str = "invalid_request_error",
+        code: str | None = None,
+        param: str | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(status, message)
+        self.status = status
+        self.message = message
+        self.type = type
+        self.code = code
+        self.param = param
+        self.headers = dict(headers or {})
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status} {self.type}: {self.message}"
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "code": self.code,
+                "param": self.param,
+            }
+        }
+
+    def response(self) -> web.Response:
+        return json_response(self.body(), status=self.status, headers=self.headers)
+
+
+def retry_after_header(seconds: float) -> str:
+    """``Retry-After`` in whole seconds (at least 1; forced-open infinity becomes a minute)."""
+    if math.isinf(seconds) or math.isnan(seconds):
+        return str(FORCED_OPEN_RETRY_AFTER)
+    return str(max(1, math.ceil(seconds)))
+
+
+def problem_for(exc: BaseException) -> Problem:
+    """The answer for ``exc``; unknown exceptions become a generic 500 (log them yourself)."""
+    if isinstance(exc, Problem):
+        return exc
+    # An open breaker first: the LLM client's CircuitOpenAPIError is also an APIError.
+    if isinstance(exc, CircuitBreakerOpenError):
+        return Problem(
+            503,
+            str(exc),
+            type="service_unavailable",
+            code="circuit_open",
+            headers={"Retry-After": retry_after_header(exc.retry_after)},
+        )
+    if isinstance(exc, APIError):
+        return _upstream_problem(exc)
+    if isinstance(exc, web.HTTPRequestEntityTooLarge):
+        return Problem(
+            413, "request body too large (see service.max_body_bytes)", code="body_too_large"
+        )
+    if isinstance(exc, web.HTTPMethodNotAllowed):
+        allowed = ", ".join(sorted(exc.allowed_methods))
+        return Problem(
+            405,
+            f"method {exc.method} is not allowed here; allowed: {allowed}",
+            code="method_not_allowed",
+            headers={"Allow": allowed},
+        )
+    if isinstance(exc, web.HTTPNotFound):
+        return Problem(404, "no such endpoint; see the API table in the README", type="not_found")
+    if isinstance(exc, web.HTTPException) and exc.status >= 400:
+        return Problem(exc.status, exc.reason or "request failed", type="invalid_request_error")
+    return Problem(500, "internal error; see the service log", type="server_error")
+
+
+def _upstream_problem(exc: APIError) -> Problem:
+    """A provider's failure, seen from the gateway's client.
+
+    The client's own mistakes (invalid request, rate limit) keep their 4xx; the upstream's
+    failures are the gateway's 502/504; a bad key or a missing setting is the operator's, so
+    the client gets a 502 without details beyond the provider's name (the log has them).
+    """
+    upstream = f"upstream {exc.provider!r}"
+    if isinstance(exc, RateLimitError):
+        headers = {}
+        if exc.retry_after is not None:
+            headers["Retry-After"] = retry_after_header(exc.retry_after)
+        return Problem(
+            429,
+            f"{upstream} is rate limiting: {exc.message}",
+            type="rate_limit_error",
+            code="rate_limited",
+            headers=headers,
+        )
+    if isinstance(exc, InvalidRequestError):
+        if exc.status is None:  # refused by the client before anything was sent
+            return Problem(400, f"invalid request: {exc.message}")
+        return Problem(400, f"{upstream} refused the request: {exc.message}")
+    if isinstance(exc, NetworkTimeoutError):
+        return Problem(
+            504,
+            f"{upstream} did not answer: {exc.message}",
+            type="server_error",
+            code="upstream_timeout",
+        )
+    if isinstance(exc, AuthenticationError | ProviderConfigurationError):
+        logger.error("%s cannot be called as configured: %s", upstream, exc)
+        return Problem(
+            502,
+            f"{upstream} is not configured correctly; see the service log",
+            type="server_error",
+            code="upstream_misconfigured",
+        )
+    status = f" (HTTP {exc.status})" if exc.status is not None else ""
+    return Problem(
+        502, f"{upstream} failed{status}: {exc.message}", type="server_error", code="upstream_error"
+    )
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:  # redirects and the like are answers, not errors
+            raise
+        return problem_for(exc).response()
+    except Exception as exc:
+        problem = problem_for(exc)
+        if problem.status == 500:  # only an exception nobody expected maps to a bare 500
+            logger.exception("%s %s failed", request.method, request.path)
+        elif problem.status >= 500:
+            logger.warning("%s %s: %s", request.method, request.path, problem.message)
+        return problem.response()
+
+
+def json_response(
+    body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
+) -> web.Response:
+    return web.Response(
+        body=msgspec.json.encode(body),
+        status=status,
+        headers=headers,
+        content_type="application/json",
+    )
+
+
+async def read_json(request: web.Request, type: type[Any]) -> Any:
+    """Decode the request body as ``type``; raises :class:`Problem` (400) naming what was
+    wrong, or 413 through aiohttp's body limit."""
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.app[_BODY_LIMIT]
+        raise Problem(
+            413,
+            f"request body too large: the limit is {limit} bytes (service.max_body_bytes)",
+            code="body_too_large",
+        ) from None
+    if not body:
+        raise Problem(400, "request body is empty; expected a JSON object")
+    try:
+        return msgspec.json.decode(body, type=type)
+    except msgspec.ValidationError as exc:
+        raise Problem(400, f"invalid request: {_validation_message(exc, type)}") from None
+    except msgspec.DecodeError as exc:
+        raise Problem(400, f"request body is not valid JSON: {exc}") from None
+
+
+def _validation_message(exc: msgspec.ValidationError, type: Any) -> str:
+    """msgspec's message with ``$.a.b`` paths shown as ``a.b``; an unknown top-level field
+    also lists the accepted ones."""
+    text = str(exc)
+    fields = getattr(type, "__struct_fields__", None)
+    if fields and text.startswith("Object contains unknown field") and " - at " not in text:
+        text += f"; accepted fields: {', '.join(fields)}"
+    return text.replace("`$.", "`").replace("`$`", "the body")
+
+
+# -- admin token -------------------------------------------------------------------------------
+
+
+class AdminAuth:
+    """Checks the admin bearer token; ``token`` None or empty disables the admin endpoints."""
+
+    __slots__ = ("_token",)
+
+    def __init__(self, token: str | None) -> None:
+        self._token = token.encode() if token else None
+
+    def __repr__(self) -> str:  # never the token itself
+        return f"<AdminAuth {'enabled' if self._token else 'disabled'}>"
+
+    @property
+    def enabled(self) -> bool:
+        return self._token is not None
+
+    def check(self, request: web.Request) -> None:
+        """Return if the request carries the token; raise :class:`Problem` 403/401 if not."""
+        if self._token is None:
+            raise Problem(
+                403,
+                f"admin endpoints are disabled: start the service with {ADMIN_TOKEN_ENV} set "
+                "and send 'Authorization: Bearer <token>'",
+                type="permission_error",
+            )
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        supplied = given.strip().encode("utf-8", "backslashreplace")
+        # compare_digest on every request shape, so timing never tells how close a guess was.
+        matches = hmac.compare_digest(supplied, self._token)
+        if scheme.lower() != "bearer" or not matches:
+            raise Problem(
+                401,
+                f"missing or wrong admin token: send 'Authorization: Bearer <{ADMIN_TOKEN_ENV}>'",
+                type="authentication_error",
+                headers={"WWW-Authenticate": 'Bearer realm="breakerd"'},
+            )
+
+
+_AUTH = web.AppKey("auth", AdminAuth)
+_BODY_LIMIT = web.AppKey("body_limit", int)
+_ADMIN_ROUTES = web.AppKey("admin_routes", set[web.AbstractRoute])
+
+
+@web.middleware
+async def _admin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
+    if request.match_info.route in request.app[_ADMIN_ROUTES]:
+        request.app[_AUTH].check(request)
+    return await handler(request)
+
+
+# -- breakers and health -----------------------------------------------------------------------
+
+
+def _breaker(request: web.Request) -> Breaker:
+    name = request.match_info["name"]
+    breaker = default_system().breakers().get(name)
+    if breaker is None:
+        raise Problem(404, f"no circuit breaker named {name!r}", type="not_found")
+    return breaker
+
+
+async def _snapshots() -> dict[str, Any]:
+    breakers = default_system().breakers()
+    return {name: await breakers[name].metrics_async() for name in sorted(breakers)}
+
+
+async def _get_breakers(request: web.Request) -> web.Response:
+    return json_response({"breakers": await _snapshots()})
+
+
+async def _get_breaker(request: web.Request) -> web.Response:
+    return json_response(await _breaker(request).metrics_async())
+
+
+async def _manage(request: web.Request) -> web.Response:
+    breaker = _breaker(request)
+    action = request.match_info["action"]
+    if action == "reset":
+        await breaker.reset_async()
+    elif action == "open":
+        await breaker.force_open_async()
+    else:
+        await breaker.force_close_async()
+    logger.info("admin: %s breaker %r", action, breaker.name)
+    return json_response(await breaker.metrics_async())
+
+
+async def _reset_all(request: web.Request) -> web.Response:
+    breakers = default_system().breakers()
+    for breaker in breakers.values():
+        await breaker.reset_async()
+    logger.info("admin: reset all %d breakers", len(breakers))
+    return json_response({"reset": sorted(breakers)})
+
+
+async def _monitor_health() -> Mapping[str, Any]:
+    return await get_circuit_breaker_monitor().get_health_summary_async()
+
+
+_HEALTH: web.AppKey[HealthSource] = web.AppKey("health")
+
+
+async def _get_health(request: web.Request) -> web.Response:
+    summary = await request.app[_HEALTH]()
+    status = 503 if summary.get("overall_health") in ("failed", "error") else 200
+    return json_response(summary, status=status)
+
+
+# -- /events -----------------------------------------------------------------------------------
+
+
+class EventStreams:
+    """The open ``/events`` responses, so that shutdown can end them (loop thread only)."""
+
+    def __init__(self, bus: EventBus, interval: float) -> None:
+        self.bus = bus
+        self.interval = interval
+        self.closing = False
+        self._queues: set[asyncio.Queue[Event | None]] = set()
+
+    def close_all(self) -> None:
+        """End every stream after what it has queued (called when shutdown begins)."""
+        self.closing = True
+        for queue in self._queues:
+            with contextlib.suppress(asyncio.QueueFull):
+                queue.put_nowait(None)
+
+    async def serve(self, request: web.Request) -> web.StreamResponse:
+        response = web.StreamResponse(
+            headers={
+                "Content-Type": "text/event-stream",
+                "Cache-Control": "no-cache",
+                "X-Accel-Buffering": "no",
+            }
+        )
+        await response.prepare(request)
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=EVENTS_BUFFER)
+        lagged = False
+
+        def offer(event: Event) -> None:
+            nonlocal lagged
+            try:
+                queue.put_nowait(event)
+            except asyncio.QueueFull:
+                lagged = True
+
+        async def deliver(event: Event) -> None:
+            # Runs on the bus's loop, which is normally this one; hop over if it is not.
+            if asyncio.get_running_loop() is loop:
+                offer(event)
+            else:
+                loop.call_soon_threadsafe(offer, event)
+
+        subscription = self.bus.subscribe(deliver, events=(StateChanged,))
+        self._queues.add(queue)
+        sequence = 0
+        try:
+            await response.write(b": breakerd events; state_changed as they happen\n\n")
+            await response.write(_sse("metrics", {"breakers": await _snapshots()}))
+            while not self.closing:
+                try:
+                    async with asyncio.timeout(self.interval):
+                        event = await queue.get()
+                except TimeoutError:
+                    await response.write(_sse("metrics", {"breakers": await _snapshots()}))
+                    continue
+                if event is None:
+                    break
+                if lagged:
+                    await response.write(_sse("error", {"message": "client too slow; reconnect"}))
+                    break
+                sequence += 1
+                await response.write(_sse("state_changed", event, sequence))
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client went away
+        finally:
+            subscription.close()
+            self._queues.discard(queue)
+        return response
+
+
+def _sse(kind: str, data: Any, ident: int | None = None) -> bytes:
+    head = f"event: {kind}\n" if ident is None else f"id: {ident}\nevent: {kind}\n"
+    return head.encode() + b"data: " + msgspec.json.encode(data) + b"\n\n"
+
+
+_STREAMS = web.AppKey("streams", EventStreams)
+
+
+async def _get_events(request: web.Request) -> web.StreamResponse:
+    return await request.app[_STREAMS].serve(request)
+
+
+async def _on_shutdown(app: web.Application) -> None:
+    app[_STREAMS].close_all()
+
+
+# -- the application ---------------------------------------------------------------------------
+
+
+def create_app(
+    config: ServiceConfig,
+    *,
+    admin_token: str | None,
+    chat_completions: Handler | None = None,
+    health: HealthSource = _monitor_health,
+    bus: EventBus | None = None,
+) -> web.Application:
+    """Build the service's aiohttp application.
+
+    ``admin_token``: the bearer token for the admin endpoints (None or empty: disabled).
+    ``chat_completions``: the gateway's handler (None: the route answers 404 like any unknown
+    path).  ``health`` and ``bus`` default to the process-wide monitor and event bus.
+    """
+    app = web.Application(
+        client_max_size=config.service.max_body_bytes, middlewares=[_errors, _admin_only]
+    )
+    app[_AUTH] = AdminAuth(admin_token)
+    app[_BODY_LIMIT] = config.service.max_body_bytes
+    app[_HEALTH] = health
+    app[_STREAMS] = EventStreams(bus or get_event_bus(), config.service.events_interval)
+    router = app.router
+    router.add_get("/health", _get_health)
+    router.add_get("/breakers", _get_breakers)
+    router.add_get("/events", _get_events)
+    admin = {
+        router.add_post("/breakers/reset", _reset_all),
+        router.add_post(r"/breakers/{name}/{action:reset|open|close}", _manage),
+    }
+    router.add_get("/breakers/{name}", _get_breaker)
+    if chat_completions is not None:
+        router.add_post("/v1/chat/completions", chat_completions)
+    app[_ADMIN_ROUTES] = admin
+    app.on_shutdown.append(_on_shutdown)
+    return app

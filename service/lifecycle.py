@@ -1,0 +1,222 @@
+"""One structured lifecycle for the service: start in order, serve, stop in reverse order.
+
+:meth:`Service.run` opens a single task group and, inside it, an exit stack that owns every
+component it starts, in this order:
+
+1. telemetry (when ``[telemetry] enabled``): providers and exporters, flushed on the way out;
+2. the process-wide actor system's binding to this loop (breakers, the bus, the health
+   aggregator all run here from now on);
+3. the upstream simulator, when ``[simulator] mode`` asks for it (``auto``: no provider key);
+4. the gateway's LLM clients (their HTTP sessions);
+5. the HTTP server.
+
+It reports readiness through ``task_status`` (so ``await task_group.start(service.run)``
+returns only once the port is listening) and then waits for :meth:`Service.stop`.  Shutdown
+unwinds the stack: the HTTP server stops accepting, ``/events`` streams end, in-flight requests
+get ``shutdown_grace`` seconds to finish (then are cancelled), the LLM sessions close, the
+simulator stops (after the requests that used it), and telemetry flushes last so that it sees
+everything.  Each step is bounded, so a stuck component cannot hold the process forever.
+
+Alternatives considered: aiohttp's ``web.run_app`` owns the loop and signals itself, which
+leaves no place for the simulator and telemetry to live and die in order; separate tasks per
+component would need their own shutdown choreography, which the exit stack gives for free.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+from collections.abc import Awaitable, Callable, Mapping
+
+import anyio
+import anyio.abc
+from aiohttp import web
+
+from actors.errors import ConfigurationError
+from actors.system import default_system
+from service.config import ConfigError, ServiceConfig
+from service.gateway import Gateway, ProviderTarget, resolve_providers
+from service.http import ADMIN_TOKEN_ENV, create_app
+from service.simulator import Simulator
+
+logger = logging.getLogger("service")
+
+
+class ListenError(OSError):
+    """The HTTP server could not bind its address (in use, not permitted, no such host)."""
+
+
+class Service:
+    """The running service.  Create it with a validated config, then ``run`` it.
+
+    ``environ`` (default ``os.environ``) is where API keys and the admin token are read, once,
+    at start.  After start: ``url`` is where it listens, ``simulator`` the simulator it started
+    (or None), ``gateway`` the gateway.  ``stop()`` may be called from the loop's thread.
+    """
+
+    def __init__(self, config: ServiceConfig, *, environ: Mapping[str, str] | None = None) -> None:
+        self.config = config
+        self._environ = os.environ if environ is None else environ
+        self._stop = anyio.Event()
+        self.url = ""
+        self.port = 0
+        self.simulator: Simulator | None = None
+        self.gateway: Gateway | None = None
+
+    def __repr__(self) -> str:
+        return f"<Service {self.url or 'not listening'} simulator={self.simulator!r}>"
+
+    def stop(self) -> None:
+        """Begin the graceful shutdown (idempotent)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def run(
+        self,
+        *,
+        handle_signals: bool = False,
+        task_status: anyio.abc.TaskStatus[Service] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        """Start everything, report ``self`` through ``task_status``, serve until
+        :meth:`stop` (or SIGINT/SIGTERM with ``handle_signals``), then shut down in reverse
+        order.  A second signal during shutdown cancels what is left of it.  Raises
+        :class:`ListenError` if the port cannot be bound (whatever had started is stopped
+        again)."""
+        try:
+            async with anyio.create_task_group() as task_group:
+                if handle_signals:
+                    task_group.start_soon(self._watch_signals, task_group.cancel_scope)
+                await self._serve(task_status)
+                task_group.cancel_scope.cancel()  # only the signal watcher is left
+        except BaseExceptionGroup as group:
+            # The task group wraps even a lone error; callers want ListenError itself.
+            if len(group.exceptions) == 1 and isinstance(group.exceptions[0], Exception):
+                raise group.exceptions[0] from None
+            raise
+        logger.info("breakerd stopped")
+
+    async def _watch_signals(self, scope: anyio.CancelScope) -> None:
+        with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+            async for signum in signals:
+                name = signal.Signals(signum).name
+                if not self.stopping:
+                    logger.info("%s received: shutting down gracefully (repeat to force)", name)
+                    self.stop()
+                else:
+                    logger.warning("%s received again: abandoning the graceful shutdown", name)
+                    scope.cancel()
+
+    async def _serve(self, task_status: anyio.abc.TaskStatus[Service]) -> None:
+        config = self.config
+        async with contextlib.AsyncExitStack() as stack:
+            if config.telemetry.enabled:
+                # Pushed first, so popped last: it flushes what everything else did.
+                stack.push_async_callback(_start_telemetry(config))
+            # Bind the process-wide actor system (the registry's breakers, the bus) to this
+            # loop now, rather than to whichever request happens to touch it first.
+            default_system().runtime.bind_for_caller()
+
+            providers, simulated = resolve_providers(config, self._environ)
+            if simulated:
+                self.simulator = Simulator(
+                    host=config.simulator.host,
+                    port=config.simulator.port,
+                    latency=config.simulator.latency,
+                )
+                await self.simulator.start()
+                stack.push_async_callback(self.simulator.stop)
+                for name in simulated:
+                    providers[name] = providers[name].at_simulator(self.simulator)
+                _announce_simulator(
+                    self.simulator,
+                    [providers[name] for name in simulated],
+                    forced=config.simulator.mode == "on",
+                )
+
+            self.gateway = Gateway(config, providers)
+            stack.push_async_callback(self.gateway.aclose)
+
+            token = self._environ.get(ADMIN_TOKEN_ENV, "").strip() or None
+            app = create_app(config, admin_token=token, chat_completions=self.gateway.handle)
+            runner = web.AppRunner(
+                app, access_log=None, shutdown_timeout=config.service.shutdown_grace
+            )
+            await runner.setup()
+            stack.push_async_callback(self._stop_http, runner)
+            site = web.TCPSite(runner, config.service.host, config.service.port)
+            try:
+                await site.start()
+            except OSError as exc:
+                where = f"{config.service.host}:{config.service.port}"
+                raise ListenError(f"cannot listen on {where}: {exc.strerror or exc}") from exc
+            host, self.port = runner.addresses[0][:2]
+            self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
+            logger.info(
+                "breakerd listening on %s (admin endpoints %s)",
+                self.url,
+                "enabled" if token else f"disabled: set {ADMIN_TOKEN_ENV} to enable",
+            )
+            task_status.started(self)
+            await self._stop.wait()
+            logger.info(
+                "shutting down: no new connections; in-flight requests have %gs to finish",
+                config.service.shutdown_grace,
+            )
+
+    async def _stop_http(self, runner: web.AppRunner) -> None:
+        # aiohttp bounds the wait for in-flight handlers by shutdown_timeout, then cancels them;
+        # the outer bound covers the rest of its cleanup.
+        with anyio.move_on_after(self.config.service.shutdown_grace + 5):
+            await runner.cleanup()
+
+
+def _start_telemetry(config: ServiceConfig) -> Callable[[], Awaitable[None]]:
+    """Install telemetry on the process-wide system; returns its flush-and-shutdown.
+
+    Raises :class:`ConfigError` for an exporter setting it cannot use (``OTEL_*`` variables).
+    """
+    # Imported here: the OpenTelemetry SDK is only loaded when telemetry is on.
+    from telemetry.setup import setup
+
+    section = config.telemetry
+    try:
+        telemetry = setup(
+            service_name=section.service_name,
+            protocol=section.protocol,
+            endpoint=section.endpoint,
+            call_span_ratio=section.call_span_ratio,
+        )
+    except ConfigurationError as exc:
+        raise ConfigError("telemetry", str(exc), config.source) from None
+    logger.info("telemetry: %r", telemetry)
+
+    async def flush_and_shut_down() -> None:
+        # Flush first: shutting down detaches the instruments, and with them whatever the
+        # breakers counted since the last export.
+        await telemetry.force_flush_async()
+        await telemetry.shutdown_async()
+
+    return flush_and_shut_down
+
+
+def _announce_simulator(simulator: Simulator, served: list[ProviderTarget], forced: bool) -> None:
+    if forced:
+        reason = "simulator.mode is 'on'"
+    else:
+        keys = ", ".join(sorted({target.key_env for target in served}))
+        reason = f"no provider API key is set ({keys})"
+    logger.warning(
+        "%s: providers %s are served by the built-in upstream simulator at %s. Answers are "
+        "simulated, not from real models. Set a key (or simulator.mode = 'off') to use the real "
+        "providers. Rehearse an outage with: "
+        'curl -X POST %s/_control -d \'{"outage": true, "duration": 20}\'',
+        reason,
+        ", ".join(target.name for target in served),
+        simulator.url,
+        simulator.url,
+    )
