@@ -25,7 +25,7 @@ import functools
 import inspect
 import logging
 import math
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import CoroutineType
 from typing import Any, ParamSpec, TypeVar, cast
 
@@ -188,6 +188,10 @@ class BreakerActor(Actor):
         reply, actions = step(self.data, message, self._batch_now, self._batch_epoch, self.config)
         if actions:
             self._perform(actions)
+        elif self.data.generation != self.gate.generation:
+            # Reset or ForceClose in CLOSED change only the generation (no action): callers
+            # must still see it, or their failures would all look late and never open.
+            self._publish_gate()
         return reply
 
     def _perform(self, actions: list[Action]) -> None:
@@ -451,6 +455,38 @@ class Breaker:
         success = RecordSuccess(generation=generation, probe=probe, duration=now() - start)
         if probe:
             await self._ask_quietly_async(success)
+        else:
+            self._actor.tell(success)
+
+    @contextlib.contextmanager
+    def guarded(self) -> Iterator[None]:
+        """The sync mirror of :meth:`guarded_async`: the body of a ``with`` block as one call
+        under the breaker, safe from any thread."""
+        gate = self._actor.gate
+        if gate.closed or gate.policies:
+            generation, probe = gate.generation, False
+        else:
+            open_until = gate.open_until
+            if open_until is not None:
+                moment = self._now()
+                if moment < open_until:
+                    self._reject(gate, open_until - moment)
+            admission: Admission = self._actor.ask(Admit())
+            self._check_admission(admission)
+            generation, probe = admission.generation, admission.probe
+        timeout = self._actor.config.call_timeout
+        now = self._now
+        start = now()
+        try:
+            yield
+            if timeout is not None and now() - start > timeout:
+                raise CallTimeoutError(self.name, timeout)
+        except BaseException as exc:
+            self._settle(exc, generation, probe, now() - start)
+            raise
+        success = RecordSuccess(generation=generation, probe=probe, duration=now() - start)
+        if probe:
+            self._ask_quietly(success)
         else:
             self._actor.tell(success)
 

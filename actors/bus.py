@@ -113,6 +113,13 @@ class Subscription:
             self._active = True
             self._bus._runtime.spawn(self._deliver)
 
+    def _resume(self) -> None:
+        """The runtime moved to a new loop, where no delivery task of this subscription runs:
+        one cancelled before it started left ``_active`` up and would silence it for good."""
+        self._active = self._kind != "actor" and bool(self._buffer)
+        if self._active:
+            self._bus._runtime.spawn(self._deliver)
+
     def _drop(self) -> None:
         self.dropped += 1
         self._bus.dropped += 1
@@ -171,6 +178,7 @@ class EventBus:
         self._subscriptions: tuple[Subscription, ...] = ()
         self.dropped = 0
         runtime.add_idle_hook(self._has_pending)
+        runtime.add_resume_hook(self._resume_deliveries)
 
     def __repr__(self) -> str:
         return f"<EventBus subscribers={len(self._subscriptions)} dropped={self.dropped}>"
@@ -223,6 +231,10 @@ class EventBus:
 
     def _has_pending(self) -> bool:
         return any(subscription.pending for subscription in self._subscriptions)
+
+    def _resume_deliveries(self) -> None:
+        for subscription in self._subscriptions:
+            subscription._resume()
 
     def statistics(self) -> dict[str, Any]:
         """Counts for visibility: subscribers, events dropped, per-subscription figures."""

@@ -10,7 +10,11 @@ What flows where:
   Transitions that the link itself caused carry ``reason="cluster"`` and are not sent back.
 - The link tells a breaker about remote news with :class:`~actors.messages.ApplyRemoteState`,
   and (when counting for the whole cluster) :class:`~actors.messages.ClusterCounts`, through
-  :meth:`actors.system.ActorSystem.post`.
+  :meth:`actors.system.ActorSystem.post`; :class:`~actors.messages.UseLocalCounts` when the
+  cluster's counts are no longer known, so that rate policies go back to this replica's own.
+- A named breaker created while the link runs is announced with
+  :meth:`ClusterLink.breaker_joined`.  Only named (registered) breakers join a cluster: the
+  link reaches breakers by name.
 - When a clustered breaker's break ends, it does not go HALF_OPEN by itself: it calls
   :meth:`ClusterLink.request_probe` and waits (still rejecting) for
   :class:`~actors.messages.ProbeLeaseDecided`, so that one replica probes for all of them.
@@ -37,5 +41,13 @@ class ClusterLink(Protocol):
 
         Called on the actor's thread.  Answer later, from any thread, by posting
         ``ProbeLeaseDecided(generation=generation, granted=...)`` to the breaker.
+        """
+        ...
+
+    def breaker_joined(self, breaker: str) -> None:
+        """A named breaker was created after the link started (any thread; must not block).
+
+        The link fetches the cluster's news about it, so that a breaker created on first use
+        in a late-joining replica starts in the state the cluster is in.
         """
         ...

@@ -46,6 +46,7 @@ from actors.messages import (
     RecordSuccess,
     Reset,
     StateTimerFired,
+    UseLocalCounts,
 )
 from actors.snapshot import CircuitBreakerMetrics
 from actors.stats import CountWindow, DurationHistogram, RateWindow
@@ -326,6 +327,8 @@ def step(
         case ClusterCounts(successes=successes, failures=failures, slow=slow):
             data.cluster_counts = (successes, failures, slow)
             _check_rates(data, now, epoch, config, actions)
+        case UseLocalCounts():
+            data.cluster_counts = None
         case _:
             raise TypeError(f"breaker {data.name!r} cannot handle {type(message).__name__}")
     return reply, actions

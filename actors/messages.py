@@ -108,6 +108,12 @@ class ClusterCounts(Command, frozen=True):
     slow: int = 0
 
 
+class UseLocalCounts(Command, frozen=True):
+    """Cluster mode: the cluster's counts are no longer known (the link lost its backend);
+    the rate policies go back to this replica's own window until the next
+    :class:`ClusterCounts`."""
+
+
 class Admission(msgspec.Struct, frozen=True, kw_only=True):
     """The answer to :class:`Admit`."""
 

@@ -46,8 +46,11 @@ state across ``asyncio.run()`` calls.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import itertools
 import logging
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine
 from queue import Empty, SimpleQueue
@@ -128,11 +131,15 @@ class _ThreadReply(Reply):
 class _FutureReply(Reply):
     """For an async asker on another loop: resolved on that loop, thread-safely.
 
-    If the asker was cancelled before the answer arrived, ``abandoned`` gets the value, so that
-    e.g. a half-open probe slot granted to nobody is given back.
+    If the asker is cancelled before it takes the answer, ``abandoned`` gets the value, so that
+    e.g. a half-open probe slot granted to nobody is given back.  That must not depend on the
+    asker's loop running again (``asyncio.run`` cancels the asker and closes its loop, and a
+    callback posted meanwhile never runs), so the answering thread and the cancelled asker each
+    draw a turn (``next`` on an ``itertools.count`` is atomic under the GIL): whichever comes
+    second knows that nobody will take the value and hands it to ``abandoned`` itself.
     """
 
-    __slots__ = ("abandoned", "future", "loop")
+    __slots__ = ("abandoned", "failed", "future", "loop", "turns", "value")
 
     def __init__(
         self, loop: asyncio.AbstractEventLoop, abandoned: Callable[[Any], None] | None
@@ -140,29 +147,49 @@ class _FutureReply(Reply):
         self.loop = loop
         self.future: asyncio.Future[Any] = loop.create_future()
         self.abandoned = abandoned
+        self.turns = itertools.count()
+        self.value: Any = None
+        self.failed = False
 
     def _resolve(self, value: Any, error: BaseException | None) -> None:
         future = self.future
-        if future.cancelled():
-            if error is None and self.abandoned is not None:
-                self.abandoned(value)
-        elif error is not None:
+        if future.done():  # cancelled: `give_up` and `set` decide who hands the value back
+            return
+        if error is not None:
             future.set_exception(error)
         else:
             future.set_result(value)
 
+    def _abandon(self) -> None:
+        if self.abandoned is not None and not self.failed:
+            self.abandoned(self.value)
+
     def _post(self, value: Any, error: BaseException | None) -> None:
+        if next(self.turns):  # the asker gave up first
+            self._abandon()
+            return
         try:
             self.loop.call_soon_threadsafe(self._resolve, value, error)
         except RuntimeError:  # the asker's loop is closed: nobody is waiting any more
-            if error is None and self.abandoned is not None:
-                self.abandoned(value)
+            self._abandon()
 
     def set(self, value: Any) -> None:
+        self.value = value
         self._post(value, None)
 
     def fail(self, error: BaseException) -> None:
+        self.failed = True
         self._post(None, error)
+
+    def give_up(self) -> None:
+        """The asker was cancelled before taking the answer (runs on the asker's thread)."""
+        if next(self.turns):  # answered first: the value is already here, and nobody takes it
+            self._abandon()
+
+
+def _started(coroutine: Coroutine[Any, Any, None]) -> Coroutine[Any, Any, None]:
+    """Hand an already created coroutine to ``start_soon`` (which wants a function)."""
+    return coroutine
 
 
 class Actor:
@@ -227,17 +254,7 @@ class Actor:
         try:
             return await reply.future
         except asyncio.CancelledError:
-            # The answer can land on the future after the cancel was requested but before this
-            # task ran again; the future is then done, not cancelled, and `_resolve` will not
-            # hand the value to `abandoned`, so do it here (else e.g. a probe slot leaks).
-            future = reply.future
-            if (
-                abandoned is not None
-                and future.done()
-                and not future.cancelled()
-                and future.exception() is None
-            ):
-                abandoned(future.result())
+            reply.give_up()
             raise
 
     def _ask_inline(self, message: Any) -> Any:
@@ -309,6 +326,8 @@ class Runtime:
         self._bind_lock = threading.Lock()  # guards binding only, never actor state
         self._own_thread: threading.Thread | None = None
         self._idle_hooks: list[Callable[[], bool]] = []
+        self._resume_hooks: list[Callable[[], None]] = []
+        self._jobs: weakref.WeakSet[Coroutine[Any, Any, None]] = weakref.WeakSet()
 
     def __repr__(self) -> str:
         where = "unbound" if self.loop is None else f"thread={self.thread_id}"
@@ -378,29 +397,57 @@ class Runtime:
     # -- helper tasks ------------------------------------------------------------------------
 
     def spawn(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        """Start ``job`` as a task in the runtime's task group.  Any thread."""
+        """Start ``job`` as a task in the runtime's task group.  Any thread.  A closed runtime
+        starts nothing (its task group is gone)."""
+        if self.closed:
+            return
         loop = self.loop
         if loop is None or loop.is_closed():
-            if self.closed:
-                return
             self._pending_spawns.append(job)
             self._bind_somewhere()
             return
-        if self.thread_id == _get_ident():
+        if self.thread_id == _get_ident() and loop.is_running():
             self._spawn_here(job)
         else:
+            # Another thread, or sync code on the loop's thread between two runs of the loop
+            # (an inline ask there can publish): tasks can only start once the loop runs.
             loop.call_soon_threadsafe(self._spawn_here, job)
 
     def _spawn_here(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
         if self._task_group is None:
             self._pending_spawns.append(job)
         else:
-            self._task_group.start_soon(job)
+            self._start_job(self._task_group, job)
+
+    def _start_job(
+        self, task_group: anyio.abc.TaskGroup, job: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        # Keep the coroutine: if the loop ends before the task's first step, asyncio never runs
+        # it and anyio's wrapper leaves it "never awaited"; `_close_unstarted` closes it then.
+        coroutine = job()
+        self._jobs.add(coroutine)
+        try:
+            task_group.start_soon(_started, coroutine)
+        except BaseException:
+            coroutine.close()
+            raise
+
+    def _close_unstarted(self) -> None:
+        for coroutine in list(self._jobs):
+            if inspect.getcoroutinestate(coroutine) == inspect.CORO_CREATED:
+                coroutine.close()
 
     def add_idle_hook(self, has_pending: Callable[[], bool]) -> None:
         """Register a check the runtime uses to decide whether it must keep running
         somewhere when its loop ends (e.g. a bus subscription with undelivered events)."""
         self._idle_hooks.append(has_pending)
+
+    def add_resume_hook(self, hook: Callable[[], None]) -> None:
+        """Register a callback run on the loop's thread each time the runtime binds to a loop.
+
+        Helper tasks of an earlier loop are gone by then, some possibly cancelled before they
+        ever ran (so their own clean-up never did): the hook restarts what they were doing."""
+        self._resume_hooks.append(hook)
 
     # -- binding -----------------------------------------------------------------------------
 
@@ -435,7 +482,9 @@ class Runtime:
         if self._task_group is not None:
             spawns, self._pending_spawns = self._pending_spawns, []
             for job in spawns:
-                self._task_group.start_soon(job)
+                self._start_job(self._task_group, job)
+        for hook in self._resume_hooks:
+            hook()
         if self._ready:
             self._dispatch_pending = True
             assert self.loop is not None
@@ -508,10 +557,11 @@ class Runtime:
                     self._task_group = task_group
                     spawns, self._pending_spawns = self._pending_spawns, []
                     for job in spawns:
-                        task_group.start_soon(job)
+                        self._start_job(task_group, job)
                 await anyio.sleep_forever()
         finally:
             if self.loop is loop:
+                self._close_unstarted()
                 self.detach()
 
     def _start_own_thread_locked(self) -> None:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import weakref
 from types import TracebackType
 from typing import Any
 
@@ -49,7 +50,9 @@ class ActorSystem:
         self.runtime = Runtime(self.clock, floating=_floating, name=name)
         self.bus = EventBus(self.runtime)
         self._breakers: dict[str, Breaker] = {}
+        self._actors: weakref.WeakSet[BreakerActor] = weakref.WeakSet()  # named or not
         self._task_group: anyio.abc.TaskGroup | None = None
+        self._cluster_scope: anyio.CancelScope | None = None
         self._create_lock = threading.Lock()  # guards the name table, not breaker state
 
     def __repr__(self) -> str:
@@ -103,11 +106,13 @@ class ActorSystem:
     def _close(self) -> None:
         runtime = self.runtime
         runtime.closed = True
+        if self._cluster_scope is not None:
+            self._cluster_scope.cancel()  # a link runs until cancelled: it stops with the system
         runtime.drain_all()  # answers any ask that slipped in before the flag
-        for breaker in list(self._breakers.values()):
-            runtime.cancel_timer(breaker._actor)
-            breaker._actor.close_gate()
-            for envelope in breaker._actor._mailbox:
+        for actor in list(self._actors):  # unregistered breakers close too
+            runtime.cancel_timer(actor)
+            actor.close_gate()
+            for envelope in actor._mailbox:
                 reply = getattr(envelope, "reply", None)
                 if reply is not None:
                     reply.fail(ActorSystemClosedError(f"actor system {self.name!r} closed"))
@@ -131,6 +136,11 @@ class ActorSystem:
             if existing is None:
                 existing = self._create(name, config or DEFAULT_CONFIG, cls)
                 self._breakers[name] = existing
+                cluster = self.cluster
+                if cluster is not None:
+                    # Only named breakers join: the link reaches breakers by name.
+                    existing._actor.join_cluster(cluster)
+                    cluster.breaker_joined(name)
                 return existing
         if config is not None and config != existing.config:
             raise ValueError(
@@ -142,15 +152,15 @@ class ActorSystem:
     def create_breaker(
         self, name: str, config: CircuitBreakerConfig | None = None, *, cls: type[Breaker] = Breaker
     ) -> Breaker:
-        """A new breaker that this system runs but does not list by name (no registry)."""
+        """A new breaker that this system runs but does not list by name (no registry, and
+        so no cluster: it always decides alone)."""
         if self.runtime.closed:
             raise ActorSystemClosedError(f"actor system {self.name!r} is closed")
         return self._create(name, config or DEFAULT_CONFIG, cls)
 
     def _create(self, name: str, config: CircuitBreakerConfig, cls: type[Breaker]) -> Breaker:
         actor = BreakerActor(name, config, self.runtime, self.bus)
-        if self.cluster is not None:
-            actor.join_cluster(self.cluster)
+        self._actors.add(actor)
         return cls(actor)
 
     # -- cluster mode (see actors.cluster) ----------------------------------------------------
@@ -165,7 +175,11 @@ class ActorSystem:
             breaker._actor.join_cluster(cluster)
 
         async def run_link() -> None:
-            await cluster.run(self)
+            if self.runtime.closed:
+                return
+            with anyio.CancelScope() as scope:
+                self._cluster_scope = scope
+                await cluster.run(self)
 
         self.runtime.spawn(run_link)
 
