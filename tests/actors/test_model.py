@@ -1,5 +1,12 @@
 """A hypothesis state machine: random calls, outcomes, time steps, cancellations and management
-against a real breaker and a small reference model of issue 2's rules, checked after every step.
+against a real breaker and a small reference model of the rules (issue 2's, and issue 7's
+policies: failure-rate and slow-call windows, time- and count-based, break backoff, the
+half-open time limit, the result predicate and the exception predicate), checked after every
+step.
+
+Two options stay out of the model, each covered by its own tests in ``test_policies.py``:
+``call_timeout`` (an async call's deadline runs on the event loop's clock, not the manual one)
+and ``backoff_jitter`` (random by design).
 
 Everything runs on one thread: each example owns an event loop that only turns while a rule
 runs it (``run_until_complete``); the actor system lives in a host task on that loop; a call is
@@ -12,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from collections import deque
 from collections.abc import Coroutine
 from typing import Any
 
@@ -56,15 +64,32 @@ class Unexpected(Exception):
 
 RAISES = {"failure": Boom, "excused": Excused, "unexpected": Unexpected}
 # Successes and failures move the breaker; the two ignored kinds only need to show up.
-OUTCOME = st.sampled_from(("success", "success", "failure", "failure", "excused", "unexpected"))
+# "bad" returns a value that `failure_predicate` (when configured) judges a failure.
+OUTCOME = st.sampled_from(
+    ("success", "success", "failure", "failure", "excused", "unexpected", "bad")
+)
 # What the caller sees, and what the breaker must count, for each way a guarded call ends.
-SEEN = {"success": "returned", "failure": "Boom", "excused": "Excused", "unexpected": "Unexpected"}
+SEEN = {
+    "success": "returned",
+    "failure": "Boom",
+    "excused": "Excused",
+    "unexpected": "Unexpected",
+    "bad": "returned",
+}
 COUNTED = {
     "success": "success",
     "failure": "failure",
     "excused": "ignored",
     "unexpected": "ignored",
 }
+
+
+def is_bad(result: object) -> bool:
+    return result == "bad"
+
+
+def boom_but_not_excused(exc: BaseException) -> bool:
+    return isinstance(exc, Boom) and not isinstance(exc, Excused)
 
 
 # -- the reference model -------------------------------------------------------------------
@@ -80,6 +105,12 @@ class Model:
 
     def __init__(self, config: CircuitBreakerConfig, now: float) -> None:
         self.config = config
+        # With a result predicate the caller judges each result, so successes travel with
+        # their epoch; otherwise a CLOSED success takes the epoch-less hot path.
+        self.plain = config.failure_predicate is None
+        self.break_duration: float | None = None  # the backed-off break, None = the base
+        self.half_open_until: float | None = None
+        self.calls: deque[tuple[bool, bool]] = deque(maxlen=config.sliding_window_size or 1)
         self.now = now
         self.state = CLOSED
         self.forced = False
@@ -92,7 +123,7 @@ class Model:
         self.probes = 0
         self.probe_successes = 0
         self.counts = dict.fromkeys(("total", "success", "failure", "ignored", "rejected"), 0)
-        self.rated: list[tuple[float, bool]] = []  # (when, failed) for the failure rate
+        self.rated: list[tuple[float, bool, bool]] = []  # (when, failed, slow) for the rates
         self.transitions: list[tuple[CircuitState, CircuitState, str]] = []
 
     def move(self, to: CircuitState, reason: str) -> None:
@@ -102,15 +133,71 @@ class Model:
         self.changed_at = self.now
         self.probes = self.probe_successes = 0
         opening = to is OPEN and not self.forced
-        self.open_until = self.now + self.config.timeout_duration if opening else None
+        self.open_until = self.now + self.next_break(reason) if opening else None
+        limit = self.config.max_half_open_duration
+        self.half_open_until = self.now + limit if to is HALF_OPEN and limit else None
         if to is CLOSED:
             self.consecutive = 0
+            self.break_duration = None
+
+    def next_break(self, reason: str) -> float:
+        base = self.config.timeout_duration
+        current = base if self.break_duration is None else self.break_duration
+        if reason in ("probe_failed", "half_open_timeout"):
+            current *= self.config.backoff_multiplier
+            if self.config.max_timeout_duration is not None:
+                current = min(current, self.config.max_timeout_duration)
+        else:
+            current = base
+        self.break_duration = current
+        return current
 
     def advance(self, seconds: int) -> None:
         self.now += seconds
-        # The break timer: OPEN -> HALF_OPEN once the break is over, with no traffic needed.
+        # The state timer: OPEN -> HALF_OPEN once the break is over, HALF_OPEN -> OPEN when no
+        # probe completed in max_half_open_duration; no traffic needed.  One change per step:
+        # the next timer is armed by the change, from the time the actor applies it.
         if self.state is OPEN and self.open_until is not None and self.now >= self.open_until:
             self.move(HALF_OPEN, "timeout_elapsed")
+        elif (
+            self.state is HALF_OPEN
+            and self.half_open_until is not None
+            and self.now >= self.half_open_until
+        ):
+            self.move(OPEN, "half_open_timeout")
+
+    def check_rates(self) -> None:
+        """The failure-rate and slow-call policies, for a CLOSED, unforced breaker."""
+        config = self.config
+        if self.state is not CLOSED or self.forced:
+            return
+        if config.failure_rate_threshold is None and config.slow_call_duration is None:
+            return
+        if config.sliding_window_size is not None:
+            window = list(self.calls)
+        else:
+            window = [(f, s) for when, f, s in self.rated if self.now - when < self.window()]
+        if len(window) < config.minimum_calls:
+            return
+        failures = sum(failed for failed, _ in window)
+        slow = sum(slow for _, slow in window)
+        threshold = config.failure_rate_threshold
+        if threshold is not None and failures / len(window) >= threshold:
+            self.move(OPEN, "failure_rate")
+        elif (
+            config.slow_call_duration is not None
+            and slow / len(window) >= config.slow_call_rate_threshold
+        ):
+            self.move(OPEN, "slow_call_rate")
+
+    def rate(self, failed: bool, duration: float) -> bool:
+        """Put a success or failure in the windows; return whether it was slow."""
+        slow = (
+            self.config.slow_call_duration is not None and duration > self.config.slow_call_duration
+        )
+        self.rated.append((self.now, failed, slow))
+        self.calls.append((failed, slow))
+        return slow
 
     def admit(self) -> tuple[bool, bool, float]:
         """(admitted, probe, retry_after if rejected)."""
@@ -128,26 +215,31 @@ class Model:
         self.counts["rejected"] += 1
         return False, False, 0.0
 
-    def outcome(self, kind: str, epoch: int, probe: bool) -> None:
+    def outcome(self, kind: str, epoch: int, probe: bool, duration: float = 0.0) -> None:
         self.counts["total"] += 1
         current = epoch == self.epoch
         if kind == "success":
             self.counts["success"] += 1
             self.last_success = self.now
-            self.rated.append((self.now, False))
+            slow = self.rate(False, duration)
             if probe and current:
                 self.probes -= 1
                 self.probe_successes += 1
                 if self.probe_successes >= self.config.success_threshold:
                     self.move(CLOSED, "probes_succeeded")
-            elif not probe and self.state is CLOSED:
-                # A success admitted by the CLOSED gate carries no epoch: whenever it lands in
-                # CLOSED it restarts the consecutive count.
+                elif self.config.max_half_open_duration:
+                    # A completed probe restarts the half-open time limit.
+                    self.half_open_until = self.now + self.config.max_half_open_duration
+            elif not probe and self.state is CLOSED and (self.plain or current):
+                # A success admitted by the plain CLOSED gate carries no epoch: whenever it
+                # lands in CLOSED it restarts the consecutive count.
                 self.consecutive = 0
+                if slow:
+                    self.check_rates()
         elif kind == "failure":
             self.counts["failure"] += 1
             previous, self.last_failure = self.last_failure, self.now
-            self.rated.append((self.now, True))
+            self.rate(True, duration)
             if not current:
                 return
             if probe:
@@ -158,6 +250,8 @@ class Model:
                 self.consecutive += 1
                 if self.consecutive >= self.config.failure_threshold and not self.forced:
                     self.move(OPEN, "failure_threshold")
+                else:
+                    self.check_rates()
         else:  # ignored: an exception that does not count, or a cancellation
             self.counts["ignored"] += 1
             if probe and current:
@@ -168,6 +262,8 @@ class Model:
         self.consecutive = 0
         self.counts = dict.fromkeys(self.counts, 0)
         self.rated = []
+        self.calls.clear()
+        self.break_duration = None
         if self.state is CLOSED:
             self.epoch += 1
         else:
@@ -198,7 +294,7 @@ class Model:
 
     def failure_rate(self) -> float:
         # Whole seconds: the window holds what happened less than monitoring_window ago.
-        recent = [failed for when, failed in self.rated if self.now - when < self.window()]
+        recent = [failed for when, failed, _ in self.rated if self.now - when < self.window()]
         return sum(recent) / len(recent) if recent else 0.0
 
     def window(self) -> int:
@@ -216,7 +312,8 @@ class Model:
 class Call:
     """A call admitted into the guarded function, waiting for a rule to end it."""
 
-    def __init__(self, number: int, epoch: int, probe: bool) -> None:
+    def __init__(self, number: int, epoch: int, probe: bool, started: float) -> None:
+        self.started = started
         self.number = number
         self.epoch = epoch
         self.probe = probe
@@ -283,13 +380,33 @@ class BreakerMachine(RuleBasedStateMachine):
         timeout_duration=st.integers(5, 20),
         reset_timeout=st.integers(10, 60),
         monitoring_window=st.integers(5, 30),
+        failure_rate_threshold=st.none() | st.sampled_from([0.25, 0.5, 1.0]),
+        sliding_window_size=st.none() | st.integers(1, 6),
+        minimum_calls=st.integers(1, 5),
+        slow_call_duration=st.none() | st.sampled_from([1, 3, 10]),
+        slow_call_rate_threshold=st.sampled_from([0.5, 1.0]),
+        backoff_multiplier=st.sampled_from([1, 2, 3]),
+        max_timeout_duration=st.none() | st.integers(20, 60),
+        max_half_open_duration=st.none() | st.integers(1, 10),
+        judge_results=st.booleans(),
+        exception_predicate=st.booleans(),
     )
-    def make_breaker(self, **options: int) -> None:
+    def make_breaker(self, judge_results: bool, exception_predicate: bool, **options: Any) -> None:
+        if exception_predicate:  # the same rule as the tuples below, through the predicate
+            options["is_failure"] = boom_but_not_excused
         config = CircuitBreakerConfig(
-            **options, expected_exceptions=(Boom,), ignore_exceptions=(Excused,)
+            **options,
+            expected_exceptions=(Boom,),
+            ignore_exceptions=(Excused,),
+            failure_predicate=is_bad if judge_results else None,
         )
         self.breaker = self.system.create_breaker("model", config)
         self.model = Model(config, self.clock.now())
+
+    def counted(self, kind: str) -> str:
+        if kind == "bad":
+            return "failure" if self.m.config.failure_predicate is not None else "success"
+        return COUNTED[kind]
 
     # -- calls -----------------------------------------------------------------------------
 
@@ -299,7 +416,7 @@ class BreakerMachine(RuleBasedStateMachine):
             await call.release.wait()
             if call.kind in RAISES:
                 raise RAISES[call.kind]
-            return "ok"
+            return "bad" if call.kind == "bad" else "ok"
 
         async def runner() -> None:
             try:
@@ -327,7 +444,7 @@ class BreakerMachine(RuleBasedStateMachine):
     def start_call(self) -> Any:
         admitted, probe, retry_after = self.m.admit()
         self.numbers += 1
-        call = Call(self.numbers, self.m.epoch, probe)
+        call = Call(self.numbers, self.m.epoch, probe, self.m.now)
         self.run(self._start(call))
         if not admitted:
             assert call.result == "rejected", call
@@ -349,7 +466,7 @@ class BreakerMachine(RuleBasedStateMachine):
         call.release.set()
         self._end(call)
         assert call.result == SEEN[kind]
-        self.m.outcome(COUNTED[kind], call.epoch, call.probe)
+        self.m.outcome(self.counted(kind), call.epoch, call.probe, self.m.now - call.started)
 
     @rule(call=consumes(calls))
     def cancel_call(self, call: Call) -> None:
@@ -367,7 +484,7 @@ class BreakerMachine(RuleBasedStateMachine):
         def guarded() -> str:
             if kind in RAISES:
                 raise RAISES[kind]
-            return "ok"
+            return "bad" if kind == "bad" else "ok"
 
         admitted, probe, retry_after = self.m.admit()
         epoch = self.m.epoch
@@ -383,7 +500,7 @@ class BreakerMachine(RuleBasedStateMachine):
             assert result == "rejected"
             return
         assert result == SEEN[kind]
-        self.m.outcome(COUNTED[kind], epoch, probe)
+        self.m.outcome(self.counted(kind), epoch, probe)
 
     # -- time and management ---------------------------------------------------------------
 
