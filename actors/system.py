@@ -28,7 +28,7 @@ from actors.clock import Clock, MonotonicClock
 from actors.cluster import ClusterLink
 from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig
 from actors.errors import ActorSystemClosedError
-from actors.messages import Command
+from actors.messages import Command, ProbeLeaseDecided, UseLocalCounts
 from actors.runtime import Actor, Runtime
 
 
@@ -182,6 +182,22 @@ class ActorSystem:
                 await cluster.run(self)
 
         self.runtime.spawn(run_link)
+
+    def detach_cluster(self) -> None:
+        """Stop the cluster link and let every breaker decide alone again (on the runtime's
+        thread).  A breaker that was waiting for a probe lease is granted it locally."""
+        cluster, self.cluster = self.cluster, None
+        if cluster is None:
+            return
+        if self._cluster_scope is not None:
+            self._cluster_scope.cancel()
+            self._cluster_scope = None
+        for breaker in self._breakers.values():
+            actor = breaker._actor
+            actor.join_cluster(None)
+            actor.tell(UseLocalCounts())
+            if actor.data.lease_pending:
+                actor.tell(ProbeLeaseDecided(generation=actor.data.generation, granted=True))
 
     def post(self, name: str, message: Command) -> bool:
         """Tell the named breaker ``message`` (any thread); False if there is no such breaker."""

@@ -161,6 +161,16 @@ class SimulatorSection(_Section, frozen=True):
     latency: Annotated[float, msgspec.Meta(ge=0)] = 0.02
 
 
+class ClusterSection(_Section, frozen=True):
+    """``[cluster]``: cluster mode through Redis (see ``service.cluster``); off unless
+    ``redis_url`` is set.  ``namespace`` scopes the keys: replicas that share it share breakers
+    by name.  ``cluster_counting`` makes the rate policies use every replica's calls."""
+
+    redis_url: NonEmpty | None = None
+    namespace: NonEmpty = "breakerd"
+    cluster_counting: bool = False
+
+
 class ServiceConfig(_Section, frozen=True):
     """The whole file, validated, with cross-references checked.
 
@@ -174,6 +184,7 @@ class ServiceConfig(_Section, frozen=True):
     routes: dict[str, RouteSection] = {}
     telemetry: TelemetrySection = TelemetrySection()
     simulator: SimulatorSection = SimulatorSection()
+    cluster: ClusterSection = ClusterSection()
     source: str = "<defaults>"
 
     def breaker_settings(self, name: str) -> dict[str, Any]:
@@ -305,6 +316,7 @@ _TABLES: dict[str, type[msgspec.Struct]] = {
     "service": ServiceSection,
     "telemetry": TelemetrySection,
     "simulator": SimulatorSection,
+    "cluster": ClusterSection,
 }
 _NAMED_TABLES: dict[str, type[msgspec.Struct]] = {
     "breakers": BreakerSection,

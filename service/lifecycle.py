@@ -5,7 +5,8 @@ component it starts, in this order:
 
 1. telemetry (when ``[telemetry] enabled``): providers and exporters, flushed on the way out;
 2. the process-wide actor system's binding to this loop (breakers, the bus, the health
-   aggregator all run here from now on);
+   aggregator all run here from now on), and its Redis cluster link when ``[cluster]
+   redis_url`` is set (detached on the way out, so breakers decide alone again);
 3. the upstream simulator, when ``[simulator] mode`` asks for it (``auto``: no provider key);
 4. the gateway's LLM clients (their HTTP sessions);
 5. the HTTP server.
@@ -120,6 +121,8 @@ class Service:
             # Bind the process-wide actor system (the registry's breakers, the bus) to this
             # loop now, rather than to whichever request happens to touch it first.
             default_system().runtime.bind_for_caller()
+            if config.cluster.redis_url is not None:
+                stack.callback(_join_cluster(config))
 
             providers, simulated = resolve_providers(config, self._environ)
             if simulated:
@@ -173,6 +176,27 @@ class Service:
         # the outer bound covers the rest of its cleanup.
         with anyio.move_on_after(self.config.service.shutdown_grace + 5):
             await runner.cleanup()
+
+
+def _join_cluster(config: ServiceConfig) -> Callable[[], None]:
+    """Attach a Redis cluster link to the process-wide system; returns its detach."""
+    # Imported here: redis is only loaded in cluster mode.
+    from service.cluster import RedisCluster
+
+    section = config.cluster
+    assert section.redis_url is not None
+    try:
+        link = RedisCluster(
+            url=section.redis_url,
+            namespace=section.namespace,
+            cluster_counting=section.cluster_counting,
+        )
+    except ValueError as exc:
+        raise ConfigError("cluster", str(exc), config.source) from None
+    system = default_system()
+    system.attach_cluster(link)
+    logger.info("cluster mode: %r", link)
+    return system.detach_cluster
 
 
 def _start_telemetry(config: ServiceConfig) -> Callable[[], Awaitable[None]]:

@@ -152,10 +152,22 @@ class CircuitBreakerMonitor:
 
         Raises :class:`~actors.errors.ActorSystemClosedError` once the system is closed.
         """
-        return _summary(self.get_health_report())
+        return self._with_cluster(_summary(self.get_health_report()))
 
     async def get_health_summary_async(self) -> dict[str, Any]:
-        return _summary(await self.get_health_report_async())
+        return self._with_cluster(_summary(await self.get_health_report_async()))
+
+    def _with_cluster(self, summary: dict[str, Any]) -> dict[str, Any]:
+        """In cluster mode, add the link's state; a link that is not connected makes the
+        overall health at least ``degraded`` (breakers then decide per replica)."""
+        link = self.system.cluster
+        status = getattr(link, "status", None)
+        if status is None:
+            return summary
+        summary["cluster"] = {"status": status}
+        if status != "connected" and summary["overall_health"] == "healthy":
+            summary["overall_health"] = "degraded"
+        return summary
 
     def log_health_report(self, level: int | str = logging.INFO) -> None:
         """Log the health summary as one readable multi-line message on ``service.monitor``."""
