@@ -133,6 +133,12 @@ class BreakerMetrics:
             unit=names.DROPPED_EVENTS_UNIT,
             description=names.DROPPED_EVENTS_DESCRIPTION,
         )
+        meter.create_observable_up_down_counter(
+            names.CLUSTER_LINK,
+            callbacks=[self._observe_cluster_link],
+            unit=names.CLUSTER_LINK_UNIT,
+            description=names.CLUSTER_LINK_DESCRIPTION,
+        )
 
     def __repr__(self) -> str:
         return f"<BreakerMetrics breakers={len(self._tallies)} closed={self.closed}>"
@@ -211,6 +217,14 @@ class BreakerMetrics:
     def _observe_dropped(self, options: CallbackOptions) -> Iterable[Observation]:
         if not self.closed:
             yield Observation(self._system.bus.dropped)
+
+    def _observe_cluster_link(self, options: CallbackOptions) -> Iterable[Observation]:
+        # Nothing without a cluster link: the series exists only in cluster mode.
+        status = getattr(self._system.cluster, "status", None)
+        if self.closed or status is None:
+            return
+        for candidate in names.LINK_STATUSES:
+            yield Observation(1 if status == candidate else 0, {names.LINK_STATUS: candidate})
 
     def duration_points(self) -> list[DurationPoint]:
         """Cumulative duration histograms, one per breaker that ran calls (any thread)."""

@@ -66,6 +66,15 @@ DROPPED_EVENTS: Final = "circuit_breaker.bus.event.dropped"
 DROPPED_EVENTS_UNIT: Final = "{event}"
 DROPPED_EVENTS_DESCRIPTION: Final = "Bus events dropped because a subscriber fell behind."
 
+CLUSTER_LINK: Final = "circuit_breaker.cluster.link.status"
+CLUSTER_LINK_UNIT: Final = "1"
+CLUSTER_LINK_DESCRIPTION: Final = (
+    "Cluster mode: 1 for the link's current status (connected, connecting, disconnected), "
+    "0 for the others."
+)
+LINK_STATUS: Final = "circuit_breaker.cluster.link.state"
+LINK_STATUSES: Final = ("connected", "connecting", "disconnected")
+
 # -- spans and span events ----------------------------------------------------------------------
 OPEN_SPAN: Final = "circuit_breaker.open"
 CALL_SPAN: Final = "circuit_breaker.call"

@@ -122,6 +122,41 @@ async def test_dropped_bus_events_are_counted(system: ActorSystem, tel: Telemetr
     assert collect(tel)[names.DROPPED_EVENTS] == {frozenset(): 1}
 
 
+class _Link:
+    """A cluster link that only reports a status (its other duties are not telemetry's)."""
+
+    status = "connecting"
+
+    async def run(self, system: ActorSystem) -> None:
+        import anyio
+
+        await anyio.sleep_forever()
+
+    def request_probe(self, breaker: str, generation: int) -> None:
+        raise AssertionError("no break ends in this test")
+
+    def breaker_joined(self, breaker: str) -> None:
+        pass
+
+
+@pytest.mark.anyio
+async def test_cluster_link_status_is_exported_only_in_cluster_mode(
+    system: ActorSystem, tel: Telemetry
+) -> None:
+    assert names.CLUSTER_LINK not in collect(tel)
+    link = _Link()
+    system.attach_cluster(link)
+    status = collect(tel)[names.CLUSTER_LINK]
+    assert status == {
+        frozenset({(names.LINK_STATUS, "connected")}): 0,
+        frozenset({(names.LINK_STATUS, "connecting")}): 1,
+        frozenset({(names.LINK_STATUS, "disconnected")}): 0,
+    }
+    link.status = "connected"
+    assert collect(tel)[names.CLUSTER_LINK][frozenset({(names.LINK_STATUS, "connected")})] == 1
+    system.detach_cluster()
+
+
 @pytest.mark.anyio
 async def test_one_loop_turn_of_many_breakers_drops_nothing(
     system: ActorSystem, tel: Telemetry
