@@ -54,7 +54,7 @@ def _check_callable(name: str, value: Any) -> None:
         raise ConfigurationError(f"{name}: expected a callable or None, got {value!r}")
 
 
-def _check_exception_types(name: str, value: Any) -> None:
+def _check_exception_types(name: str, value: Any, base: type[BaseException]) -> None:
     if not isinstance(value, tuple):
         raise ConfigurationError(
             f"{name}: expected a tuple of exception classes, got {type(value).__name__}"
@@ -62,6 +62,13 @@ def _check_exception_types(name: str, value: Any) -> None:
     for index, item in enumerate(value):
         if not (isinstance(item, type) and issubclass(item, BaseException)):
             raise ConfigurationError(f"{name}[{index}]: expected an exception class, got {item!r}")
+        if not issubclass(item, base):
+            # Cancellation, KeyboardInterrupt and SystemExit never count as failures: say so
+            # here rather than silently ignoring the entry.
+            raise ConfigurationError(
+                f"{name}[{index}]: expected a subclass of {base.__name__}, got {item.__name__} "
+                "(cancellation and interpreter exits never count as failures)"
+            )
 
 
 class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -134,8 +141,8 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
         _check_optional_duration("max_half_open_duration", self.max_half_open_duration)
         _check_ratio("failure_rate_threshold", self.failure_rate_threshold, optional=True)
         _check_ratio("slow_call_rate_threshold", self.slow_call_rate_threshold, optional=False)
-        _check_exception_types("expected_exceptions", self.expected_exceptions)
-        _check_exception_types("ignore_exceptions", self.ignore_exceptions)
+        _check_exception_types("expected_exceptions", self.expected_exceptions, Exception)
+        _check_exception_types("ignore_exceptions", self.ignore_exceptions, BaseException)
         _check_callable("is_failure", self.is_failure)
         _check_callable("failure_predicate", self.failure_predicate)
         multiplier = self.backoff_multiplier

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import msgspec
@@ -17,6 +18,7 @@ class CircuitBreakerMetrics(msgspec.Struct, frozen=True, kw_only=True):
     were no such calls.  ``total_calls == successful_calls + failed_calls + ignored_calls +
     rejected_calls`` always holds: a call is counted once, when its outcome is known.
     Durations are seconds, estimated from the actor's histogram (None before any call ran).
+    ``retry_after`` is the rest of the break while OPEN (``inf`` while forced open), else None.
     """
 
     name: str
@@ -40,5 +42,9 @@ class CircuitBreakerMetrics(msgspec.Struct, frozen=True, kw_only=True):
     duration_p99: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        """A JSON-ready dict (the state as its string value)."""
-        return msgspec.to_builtins(self)  # type: ignore[no-any-return]
+        """A JSON-ready dict: the state as its string value, and ``retry_after`` as None
+        while forced open (JSON has no infinity; ``forced`` says why)."""
+        data: dict[str, Any] = msgspec.to_builtins(self)
+        if data["retry_after"] == math.inf:
+            data["retry_after"] = None
+        return data

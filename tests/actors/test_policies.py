@@ -313,3 +313,23 @@ def test_misconfiguration_fails_at_construction_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=f"^{field}"):
         CircuitBreakerConfig(**options)
+
+
+def test_expected_exceptions_must_be_exceptions_that_can_fail() -> None:
+    import asyncio
+
+    with pytest.raises(ValueError, match=r"^expected_exceptions\[1\]: .*CancelledError"):
+        CircuitBreakerConfig(expected_exceptions=(Boom, asyncio.CancelledError))
+    CircuitBreakerConfig(ignore_exceptions=(asyncio.CancelledError,))  # harmless there
+
+
+async def test_to_dict_is_json_ready_while_forced_open(system: ActorSystem) -> None:
+    import json
+
+    breaker = make(system)
+    await breaker.force_open_async()
+    assert breaker.metrics.retry_after == math.inf
+    data = breaker.get_metrics()
+    assert data["retry_after"] is None
+    assert data["forced"] is True
+    json.dumps(data, allow_nan=False)
