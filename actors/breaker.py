@@ -339,7 +339,7 @@ class Breaker:
         if open_until is not None:
             moment = self._now()
             if moment < open_until:
-                self._reject(gate, open_until - moment)
+                raise self._rejection(gate, open_until - moment)
         return await self._call_admitted_async(gate, fn, args, kwargs)
 
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
@@ -366,10 +366,12 @@ class Breaker:
         if open_until is not None:
             moment = self._now()
             if moment < open_until:
-                self._reject(gate, open_until - moment)
+                raise self._rejection(gate, open_until - moment)
         return self._call_admitted(gate, fn, args, kwargs)
 
-    def _reject(self, gate: Gate, retry_after: float) -> None:
+    def _rejection(self, gate: Gate, retry_after: float) -> CircuitBreakerOpenError:
+        """Count a rejection by the OPEN gate and build its error.  The caller raises it, so
+        that the exception passes through one frame less (each costs ~1 us in 3.11)."""
         actor = self._actor
         actor._rejections.append(None)
         if not actor._scheduled:
@@ -378,7 +380,7 @@ class Breaker:
         error = CircuitBreakerOpenError(self.name, gate.state, retry_after)
         if rejection_listeners:
             _notify_rejection(error)
-        raise error
+        return error
 
     async def _call_admitted_async(
         self, gate: Gate, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
@@ -440,7 +442,7 @@ class Breaker:
             if open_until is not None:
                 moment = self._now()
                 if moment < open_until:
-                    self._reject(gate, open_until - moment)
+                    raise self._rejection(gate, open_until - moment)
             generation, probe = await self._admit_async(gate)
         timeout = self._actor.config.call_timeout
         now = self._now
@@ -470,7 +472,7 @@ class Breaker:
             if open_until is not None:
                 moment = self._now()
                 if moment < open_until:
-                    self._reject(gate, open_until - moment)
+                    raise self._rejection(gate, open_until - moment)
             admission: Admission = self._actor.ask(Admit())
             self._check_admission(admission)
             generation, probe = admission.generation, admission.probe

@@ -23,14 +23,26 @@ class CircuitBreakerOpenError(BreakerError):
     HALF_OPEN when only the probe slots are full, and ``math.inf`` while forced open (no probe
     comes until someone resets or force-closes the breaker).
 
-    The message is formatted only when asked for: rejections are a hot path.
+    Constructed as ``CircuitBreakerOpenError(breaker_name, state, retry_after)``; the three are
+    read-only properties over ``args`` rather than attributes set in an ``__init__``, and the
+    message is formatted only when asked for: rejections are a hot path, and a Python-level
+    ``__init__`` would cost more than the rest of a rejection.  Subclasses that take other
+    arguments pass these three on to ``CircuitBreakerOpenError.__init__``.
     """
 
-    def __init__(self, breaker_name: str, state: Any, retry_after: float) -> None:
-        super().__init__(breaker_name, state, retry_after)
-        self.breaker_name = breaker_name
-        self.state = state
-        self.retry_after = retry_after
+    args: tuple[str, Any, float]
+
+    @property
+    def breaker_name(self) -> str:
+        return self.args[0]
+
+    @property
+    def state(self) -> Any:
+        return self.args[1]
+
+    @property
+    def retry_after(self) -> float:
+        return self.args[2]
 
     def __str__(self) -> str:
         state = getattr(self.state, "value", self.state)
