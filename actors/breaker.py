@@ -7,8 +7,9 @@ keeps the common case cheap.
 
 The hot path (``Breaker.call`` / ``Breaker.call_async``), designed rather than hoped for:
 
-- CLOSED: read the gate, run the function, append its duration to the mailbox, wake the actor
-  only if it is asleep.  No ask, no lock, no allocation beyond the float.
+- CLOSED: read the gate, run the function, append its duration (one call in 16 is timed; the
+  others append a constant) beside the mailbox, wake the actor only if it is asleep.  No ask,
+  no lock, no allocation beyond the float.
 - OPEN with the break still running: read the gate and the clock, count a rejection, raise.
 - CLOSED with a call timeout or a result predicate configured: admitted without asking too, but
   through the slower guarded runner that enforces them (the plain path pays nothing for them).
@@ -27,7 +28,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import CoroutineType
-from typing import Any, ParamSpec, TypeVar, cast
+from typing import Any, Final, ParamSpec, TypeVar, cast
 
 import anyio
 
@@ -76,6 +77,21 @@ F = TypeVar("F", bound=Callable[..., Any])
 CLOSED = CircuitState.CLOSED
 OPEN = CircuitState.OPEN
 
+#: Calls on the plain CLOSED path are timed when ``calls & sample_mask == 0``: one in 16.
+#: Two clock reads cost more than the rest of the hot path's bookkeeping, and percentiles do
+#: not need every call; counts stay exact.  A slow-call policy sets the mask to 0 (time all).
+SAMPLE_MASK: Final = 15
+#: The `start` of an untimed call, compared by identity, and the duration it reports.
+UNTIMED: Final = -1.0
+#: What the hot path appends to the tallies list.
+SUCCESS: Final = 1
+REJECTION: Final = 0
+
+
+def _elapsed(now: Callable[[], float], start: float) -> float:
+    return UNTIMED if start is UNTIMED else now() - start
+
+
 #: Callables run (on the caller's thread) for every rejected call, e.g. to add an event to the
 #: caller's current span.  Empty unless telemetry is installed; checked with one truth test.
 rejection_listeners: list[Callable[[CircuitBreakerOpenError], None]] = []
@@ -90,7 +106,7 @@ class Gate:
     ask the actor.
     """
 
-    __slots__ = ("closed", "generation", "open_until", "policies", "state")
+    __slots__ = ("closed", "generation", "open_until", "policies", "sample_mask", "state")
 
     def __init__(
         self,
@@ -100,12 +116,14 @@ class Gate:
         open_until: float | None,
         *,
         policies: bool = False,
+        sample_mask: int = SAMPLE_MASK,
     ) -> None:
         self.state = state
         self.generation = generation
         self.closed = closed
         self.open_until = open_until
         self.policies = policies
+        self.sample_mask = sample_mask
 
 
 class BreakerActor(Actor):
@@ -114,8 +132,9 @@ class BreakerActor(Actor):
     __slots__ = (
         "_batch_epoch",
         "_batch_now",
-        "_rejections",
+        "_calls",
         "_successes",
+        "_tallies",
         "bus",
         "cluster",
         "config",
@@ -133,11 +152,14 @@ class BreakerActor(Actor):
         self.bus = bus
         self.data = BreakerData(name)
         self.cluster: ClusterLink | None = None
-        # Hot-path channels, beside the mailbox: a success admitted by the CLOSED gate appends
-        # its duration to `_successes`; a rejection by the OPEN gate appends None to
-        # `_rejections`.  Plain lists, for the same GIL-atomicity reasons as the mailbox.
+        # Hot-path channels, beside the mailbox, plain lists for the same GIL-atomicity
+        # reasons as the mailbox: a timed success admitted by the CLOSED gate appends its
+        # duration to `_successes`; an untimed one appends SUCCESS to `_tallies`, and a
+        # rejection by the OPEN gate appends REJECTION there (sum() of the tallies counts the
+        # successes, in C).  `_calls` picks which calls are timed (see Gate.sample_mask).
         self._successes: list[float] = []
-        self._rejections: list[None] = []
+        self._tallies: list[int] = []
+        self._calls = 0
         self._batch_now = 0.0
         self._batch_epoch = 0.0
         self._publish_gate()
@@ -178,11 +200,19 @@ class BreakerActor(Actor):
             actions = record_fast_successes(self.data, run, now, self._batch_epoch, self.config)
             if actions:
                 self._perform(actions)
-        rejections = self._rejections
-        if rejections:
-            count = len(rejections)
-            del rejections[:count]
-            record_fast_rejections(self.data, count)
+        tallies = self._tallies
+        if tallies:
+            count = len(tallies)
+            untimed = sum(tallies[:count])  # SUCCESS is 1, REJECTION is 0
+            del tallies[:count]
+            if untimed:
+                actions = record_fast_successes(
+                    self.data, [], now, self._batch_epoch, self.config, untimed=untimed
+                )
+                if actions:
+                    self._perform(actions)
+            if count > untimed:
+                record_fast_rejections(self.data, count - untimed)
 
     def _receive(self, message: Command) -> Any:
         reply, actions = step(self.data, message, self._batch_now, self._batch_epoch, self.config)
@@ -221,7 +251,11 @@ class BreakerActor(Actor):
             self.gate = Gate(data.state, data.generation, False, None)
         elif data.state is CLOSED:
             plain = not self.config.needs_caller_policies
-            self.gate = Gate(CLOSED, data.generation, plain, None, policies=not plain)
+            # A slow-call policy needs every duration; otherwise one call in 16 is timed.
+            mask = 0 if self.config.slow_call_duration is not None else SAMPLE_MASK
+            self.gate = Gate(
+                CLOSED, data.generation, plain, None, policies=not plain, sample_mask=mask
+            )
         elif data.state is OPEN:
             open_until = math.inf if data.forced else data.open_until
             self.gate = Gate(OPEN, data.generation, False, open_until)
@@ -324,13 +358,18 @@ class Breaker:
         gate = actor.gate
         if gate.closed:
             now = self._now
-            start = now()
+            calls = actor._calls  # the first call is timed, then one in 16
+            actor._calls = calls + 1
+            start = UNTIMED if calls & gate.sample_mask else now()
             try:
                 result = await fn(*args, **kwargs)
             except BaseException as exc:
-                await self._settle_async(exc, gate.generation, False, now() - start, fn)
+                await self._settle_async(exc, gate.generation, False, _elapsed(now, start), fn)
                 raise
-            actor._successes.append(now() - start)
+            if start is UNTIMED:
+                actor._tallies.append(SUCCESS)
+            else:
+                actor._successes.append(now() - start)
             if not actor._scheduled:
                 actor._scheduled = True
                 actor._runtime.schedule(actor)
@@ -349,15 +388,20 @@ class Breaker:
         gate = actor.gate
         if gate.closed:
             now = self._now
-            start = now()
+            calls = actor._calls  # the first call is timed, then one in 16
+            actor._calls = calls + 1
+            start = UNTIMED if calls & gate.sample_mask else now()
             try:
                 result = fn(*args, **kwargs)
             except BaseException as exc:
-                self._settle(exc, gate.generation, False, now() - start)
+                self._settle(exc, gate.generation, False, _elapsed(now, start))
                 raise
             if result.__class__ is CoroutineType:
                 self._misused(result, gate.generation, False)
-            actor._successes.append(now() - start)
+            if start is UNTIMED:
+                actor._tallies.append(SUCCESS)
+            else:
+                actor._successes.append(now() - start)
             if not actor._scheduled:
                 actor._scheduled = True
                 actor._runtime.schedule(actor)
@@ -373,7 +417,7 @@ class Breaker:
         """Count a rejection by the OPEN gate and build its error.  The caller raises it, so
         that the exception passes through one frame less (each costs ~1 us in 3.11)."""
         actor = self._actor
-        actor._rejections.append(None)
+        actor._tallies.append(REJECTION)
         if not actor._scheduled:
             actor._scheduled = True
             actor._runtime.schedule(actor)

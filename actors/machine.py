@@ -175,18 +175,22 @@ def record_fast_successes(
     now: float,
     epoch: float,
     config: CircuitBreakerConfig,
+    *,
+    untimed: int = 0,
 ) -> list[Action]:
-    """Apply a batch of successes admitted by the CLOSED gate (their durations).
+    """Apply a batch of successes admitted by the CLOSED gate: the timed ones' durations and
+    the number of untimed ones (see ``actors.breaker.SAMPLE_MASK``).
 
     These carry no generation (see ``actors.breaker``): in CLOSED a success restarts the
     consecutive-failure count; in any other state a success that was admitted while CLOSED is
     late and only counted.  Only a slow-call policy can make successes open the breaker.
     """
-    count = len(durations)
+    count = len(durations) + untimed
     data.total_calls += count
     data.successful_calls += count
     data.last_success_at = now
-    data.histogram().record_run(durations)
+    if durations:
+        data.histogram().record_run(durations)
     slow_after = config.slow_call_duration
     slow = 0 if slow_after is None else sum(1 for duration in durations if duration > slow_after)
     data.rate_window(config).add(now, count, 0, slow)
@@ -196,6 +200,7 @@ def record_fast_successes(
             for _ in range(min(count, config.sliding_window_size)):
                 window.add(0)
         else:
+            # With a slow-call policy every call is timed (untimed == 0).
             for duration in durations[-config.sliding_window_size :]:
                 window.add(CountWindow.SLOW if duration > slow_after else 0)
     actions: list[Action] = []
@@ -273,7 +278,8 @@ def step(
         case RecordIgnored(generation=generation, probe=probe, duration=duration):
             data.total_calls += 1
             data.ignored_calls += 1
-            data.histogram().record(duration)
+            if duration >= 0:  # negative: the call was not timed
+                data.histogram().record(duration)
             if probe and generation == data.generation:
                 data.probes_in_flight -= 1
         case StateTimerFired(generation=generation):
@@ -375,7 +381,8 @@ def _count_outcome(
     data: BreakerData, now: float, duration: float, config: CircuitBreakerConfig, *, success: bool
 ) -> None:
     data.total_calls += 1
-    data.histogram().record(duration)
+    if duration >= 0:  # negative: the call was not timed
+        data.histogram().record(duration)
     slow = config.slow_call_duration is not None and duration > config.slow_call_duration
     data.rate_window(config).add(now, int(success), int(not success), int(slow))
     if config.sliding_window_size is not None:

@@ -101,15 +101,17 @@ def expected_points(name: str) -> Points:
     }
 
 
+# Which calls the histogram sees: the plain CLOSED path times its first call and then one in
+# 16 (actors.breaker.SAMPLE_MASK), so of the story's three CLOSED calls only the first success
+# is timed; the half-open probe takes the slow path, which always is.
 def expected_buckets() -> list[int]:
     buckets = [0] * (len(EXPORT_BOUNDS) + 1)
     buckets[bisect_left(EXPORT_BOUNDS, OK_SECONDS)] += 2
-    buckets[bisect_left(EXPORT_BOUNDS, FAIL_SECONDS)] += 2
     return buckets
 
 
-EXPECTED_DURATION_COUNT = 4
-EXPECTED_DURATION_SUM = 2 * OK_SECONDS + 2 * FAIL_SECONDS
+EXPECTED_DURATION_COUNT = 2
+EXPECTED_DURATION_SUM = 2 * OK_SECONDS
 
 
 def ns(epoch_seconds: float) -> int:
