@@ -3,12 +3,15 @@
 Two small structures the breaker machine owns: a per-second ring for the failure rate over the
 monitoring window, and a fixed-bucket histogram of call durations (the monitor's percentiles and
 the telemetry histogram both read it).  Both are allocated on first use, so an idle breaker
-costs nothing for them.
+costs nothing for them, and both keep their counts in ``array``s: fixed 8 bytes a slot (a list
+would point at a separate int object once a count passes 256) and invisible to the garbage
+collector, which matters with 100,000 active breakers.
 """
 
 from __future__ import annotations
 
 import math
+from array import array
 from bisect import bisect_left
 from math import fsum
 from typing import Final
@@ -27,7 +30,7 @@ class DurationHistogram:
     __slots__ = ("count", "counts", "total")
 
     def __init__(self) -> None:
-        self.counts = [0] * (len(DURATION_BOUNDS) + 1)
+        self.counts = array("Q", bytes(8 * (len(DURATION_BOUNDS) + 1)))
         self.count = 0
         self.total = 0.0
 
@@ -79,10 +82,10 @@ class RateWindow:
 
     def __init__(self, seconds: float) -> None:
         self.size = max(1, math.ceil(seconds))
-        self.stamps = [-1] * self.size
-        self.successes = [0] * self.size
-        self.failures = [0] * self.size
-        self.slow = [0] * self.size
+        self.stamps = array("q", [-1]) * self.size
+        self.successes = array("Q", bytes(8 * self.size))
+        self.failures = array("Q", bytes(8 * self.size))
+        self.slow = array("Q", bytes(8 * self.size))
 
     def _slot(self, now: float) -> int:
         second = int(now)
