@@ -299,17 +299,21 @@ class Breakerd(Peer):
 
     name = "breakerd"
 
-    def __init__(self) -> None:
+    def __init__(self, config: Any = None) -> None:
         from service import circuit_breaker
 
         self._module = circuit_breaker
-        self.config = circuit_breaker.CircuitBreakerConfig(
+        self.config = config or circuit_breaker.CircuitBreakerConfig(
             failure_threshold=THRESHOLD, timeout_duration=float(OPEN_SECONDS)
         )
         self.open_errors = (circuit_breaker.CircuitBreakerOpenError,)
 
     def new(self, name: str) -> Any:
         return self._module.CircuitBreaker(self.config, name=name)
+
+    async def registered_async(self, name: str) -> Any:
+        """A breaker from the process-wide registry (named: it can join a cluster)."""
+        return self._module.get_circuit_breaker(name, self.config)
 
     def guard_sync(self, breaker: Any, fn: Callable[[], Any]) -> Guarded:
         return Call(breaker.call, (fn,))

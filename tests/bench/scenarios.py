@@ -25,7 +25,8 @@ from typing import Any
 
 import anyio
 
-from tests.bench import harness, telemetry_hook
+from tests.bench import cluster_hook, harness, telemetry_hook
+from tests.bench.cluster_hook import ClusterSwitch
 from tests.bench.harness import (
     Check,
     Contestant,
@@ -40,7 +41,9 @@ from tests.bench.harness import (
 from tests.bench.loops import Call, Errors, Guarded, run_sync, time_async, time_sync, time_tasks
 from tests.bench.peers import (
     ASYNC,
+    OPEN_SECONDS,
     THREADS,
+    THRESHOLD,
     Breakerd,
     Peer,
     all_peers,
@@ -49,10 +52,11 @@ from tests.bench.peers import (
     trip_async,
     trip_sync,
 )
+from tests.bench.telemetry_hook import Switch
 
 BARE = "no breaker"
 BREAKERD = "breakerd"
-WITHOUT = "breakerd, telemetry off"
+WITHOUT = "breakerd, switched off"
 US = 1e6
 MB = 1 / (1024 * 1024)
 
@@ -166,12 +170,20 @@ def leaked_sync() -> None:
 # -- row 1 and 4a: one task, async ---------------------------------------------------------
 
 
-def async_success(settings: Settings, runner: asyncio.Runner, peers: list[Peer]) -> Row:
+def async_success(
+    settings: Settings,
+    runner: asyncio.Runner,
+    peers: list[Peer],
+    *,
+    key: str = "1",
+    title: str = "async success call, closed, one task: overhead",
+    breakerd: Breakerd | None = None,
+) -> Row:
     calls = settings.size(50_000, 3_000)
     able, notes = taking_part(peers, ASYNC)
 
     def contestant(peer: Peer) -> Contestant:
-        breaker = runner.run(peer.new_async(f"bench-1-{peer.name}"))
+        breaker = runner.run(peer.new_async(f"bench-{key}-{peer.name}"))
         guarded = peer.guard_async(breaker, ok_async)
         return Contestant(
             peer.name, timed_async(runner, guarded, calls, (), after_for(peer, breaker))
@@ -179,11 +191,12 @@ def async_success(settings: Settings, runner: asyncio.Runner, peers: list[Peer])
 
     bare = Contestant(BARE, timed_async(runner, Call(ok_async), calls))
     others = [bare, *map(contestant, able)]
-    rounds = run_rounds(contestant(Breakerd()), others, settings.rounds, "1 async success")
+    subject = contestant(breakerd or Breakerd())
+    rounds = run_rounds(subject, others, settings.rounds, f"{key} async success")
     names = [p.name for p in able]
     return build_row(
-        key="1",
-        title="async success call, closed, one task: overhead",
+        key=key,
+        title=title,
         unit="us/call",
         rounds=rounds,
         figure=overhead_us,
@@ -194,6 +207,26 @@ def async_success(settings: Settings, runner: asyncio.Runner, peers: list[Peer])
         checks=[Check("breakerd / fastest peer", versus_best(overhead_us, names), 0.75)],
         notes=notes,
         extra={"calls_per_measurement": calls},
+    )
+
+
+def rate_window(settings: Settings, runner: asyncio.Runner, peers: list[Peer]) -> Row:
+    """Row 1r: row 1 with a time-based failure-rate window on (issue 7's bar: row 1's)."""
+    from service.circuit_breaker import CircuitBreakerConfig
+
+    config = CircuitBreakerConfig(
+        failure_threshold=THRESHOLD,
+        timeout_duration=float(OPEN_SECONDS),
+        failure_rate_threshold=0.5,
+        minimum_calls=10,
+    )
+    return async_success(
+        settings,
+        runner,
+        peers,
+        key="1r",
+        title="row 1 with a time-based failure-rate window: overhead",
+        breakerd=Breakerd(config),
     )
 
 
@@ -555,18 +588,27 @@ def many_breakers(settings: Settings, peers: list[Peer]) -> list[Row]:
     return rows
 
 
-# -- row 1t: row 1 with telemetry on --------------------------------------------------------
+# -- rows 1t and 1c: row 1 with telemetry, with cluster mode ----------------------------------
 
 
-def telemetry_on(settings: Settings, runner: asyncio.Runner) -> Row:
-    """Row 1 for one breakerd breaker, measured with telemetry off and on in every round."""
+def added_cost(
+    settings: Settings,
+    runner: asyncio.Runner,
+    *,
+    key: str,
+    title: str,
+    switch: Switch | ClusterSwitch | None,
+    missing: str,
+    where: str,
+    registered: bool = False,
+) -> Row:
+    """Row 1 for one breakerd breaker, measured with ``switch`` off and on in every round; the
+    bar is at most 0.3 us per call more with it on."""
     calls = settings.size(50_000, 3_000)
-    title = "row 1 with telemetry on (in-memory exporter): overhead"
     bar = "<= +0.3 us/call vs without"
-    switch = telemetry_hook.find()
     if switch is None:
         return Row(
-            key="1t",
+            key=key,
             title=title,
             unit="us/call",
             figures={},
@@ -574,10 +616,13 @@ def telemetry_on(settings: Settings, runner: asyncio.Runner) -> Row:
             bar=bar,
             checks=[],
             passed=None,
-            notes={BREAKERD: "not available: " + telemetry_hook.MISSING},
+            notes={BREAKERD: "not available: " + missing},
         )
     breakerd = Breakerd()
-    breaker = runner.run(breakerd.new_async("bench-1t"))
+    name = f"bench-{key}"
+    breaker = runner.run(
+        breakerd.registered_async(name) if registered else breakerd.new_async(name)
+    )
     measure = timed_async(
         runner, breakerd.guard_async(breaker, ok_async), calls, (), after_for(breakerd, breaker)
     )
@@ -586,14 +631,14 @@ def telemetry_on(settings: Settings, runner: asyncio.Runner) -> Row:
         Contestant(WITHOUT, measure),
     ]
     subject = Contestant(BREAKERD, switch.around(runner, measure))
-    rounds = run_rounds(subject, others, settings.rounds, "1t telemetry on")
+    rounds = run_rounds(subject, others, settings.rounds, f"{key} {title}")
 
     def added(one: Round) -> float:
-        with_telemetry = harness.paired(one, BREAKERD, WITHOUT)
-        return overhead_us(with_telemetry, BREAKERD) - overhead_us(one, WITHOUT)
+        switched_on = harness.paired(one, BREAKERD, WITHOUT)
+        return overhead_us(switched_on, BREAKERD) - overhead_us(one, WITHOUT)
 
     return build_row(
-        key="1t",
+        key=key,
         title=title,
         unit="us/call",
         rounds=rounds,
@@ -602,10 +647,35 @@ def telemetry_on(settings: Settings, runner: asyncio.Runner) -> Row:
         peers=[],
         reference=BARE,
         bar=bar,
-        checks=[Check("with - without telemetry (us/call)", added, 0.3)],
-        notes={WITHOUT: "breakerd's figure in the same rounds with telemetry off"},
-        extra={"calls_per_measurement": calls, "telemetry": telemetry_hook.WHERE},
+        checks=[Check("with - without (us/call)", added, 0.3)],
+        notes={WITHOUT: "breakerd's figure in the same rounds with it off"},
+        extra={"calls_per_measurement": calls, "switch": where},
         shown=[WITHOUT],
+    )
+
+
+def telemetry_on(settings: Settings, runner: asyncio.Runner) -> Row:
+    return added_cost(
+        settings,
+        runner,
+        key="1t",
+        title="row 1 with telemetry on (in-memory exporter): overhead",
+        switch=telemetry_hook.find(),
+        missing=telemetry_hook.MISSING,
+        where=telemetry_hook.WHERE,
+    )
+
+
+def cluster_on(settings: Settings, runner: asyncio.Runner) -> Row:
+    return added_cost(
+        settings,
+        runner,
+        key="1c",
+        title="row 1 with cluster mode on (Redis on 127.0.0.1:6379): overhead",
+        switch=cluster_hook.find(runner),
+        missing=cluster_hook.MISSING,
+        where=cluster_hook.WHERE,
+        registered=True,  # only named breakers join a cluster
     )
 
 
@@ -616,6 +686,16 @@ def group_async(settings: Settings) -> list[Row]:
     with asyncio.Runner() as runner:
         peers = all_peers()
         return [async_success(settings, runner, peers), async_rejection(settings, runner, peers)]
+
+
+def group_policies(settings: Settings) -> list[Row]:
+    with asyncio.Runner() as runner:
+        return [rate_window(settings, runner, all_peers())]
+
+
+def group_cluster(settings: Settings) -> list[Row]:
+    with asyncio.Runner() as runner:
+        return [cluster_on(settings, runner)]
 
 
 def group_sync(settings: Settings) -> list[Row]:
@@ -653,7 +733,9 @@ GROUPS: dict[str, Callable[[Settings], list[Row]]] = {
     "tasks": group_tasks,
     "registry": group_registry,
     "telemetry": group_telemetry,
+    "policies": group_policies,
+    "cluster": group_cluster,
 }
 
 #: The table's row order.
-ROW_ORDER = ["1", "1t", "2", "3", "4a", "4s", "5", "6", "7t", "7m"]
+ROW_ORDER = ["1", "1t", "1r", "1c", "2", "3", "4a", "4s", "5", "6", "7t", "7m"]
