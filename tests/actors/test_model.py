@@ -4,9 +4,11 @@ policies: failure-rate and slow-call windows, time- and count-based, break backo
 half-open time limit, the result predicate and the exception predicate), checked after every
 step.
 
-Two options stay out of the model, each covered by its own tests in ``test_policies.py``:
-``call_timeout`` (an async call's deadline runs on the event loop's clock, not the manual one)
-and ``backoff_jitter`` (random by design).
+``call_timeout`` is modelled for sync calls, which take whole seconds of the manual clock and
+fail with ``CallTimeoutError`` when they return late; an async call's deadline runs on the event
+loop's clock, not the manual one, so ``test_policies.py`` covers that side.
+``backoff_jitter`` is random by design: the model and the breaker draw from two generators
+seeded alike (the one test seam here: the breaker's generator is set before its first draw).
 
 Everything runs on one thread: each example owns an event loop that only turns while a rule
 runs it (``run_until_complete``); the actor system lives in a host task on that loop; a call is
@@ -19,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 from collections import deque
 from collections.abc import Coroutine
 from typing import Any
@@ -46,8 +49,10 @@ from actors import (
     ManualClock,
     StateChanged,
 )
+from actors.errors import CallTimeoutError
 
 CLOSED, OPEN, HALF_OPEN = CircuitState.CLOSED, CircuitState.OPEN, CircuitState.HALF_OPEN
+JITTER_SEED = 20261127
 
 
 class Boom(Exception):
@@ -107,8 +112,9 @@ class Model:
         self.config = config
         # With a result predicate the caller judges each result, so successes travel with
         # their epoch; otherwise a CLOSED success takes the epoch-less hot path.
-        self.plain = config.failure_predicate is None
+        self.plain = config.failure_predicate is None and config.call_timeout is None
         self.break_duration: float | None = None  # the backed-off break, None = the base
+        self.rng = random.Random(JITTER_SEED)
         self.half_open_until: float | None = None
         self.calls: deque[tuple[bool, bool]] = deque(maxlen=config.sliding_window_size or 1)
         self.now = now
@@ -150,6 +156,8 @@ class Model:
         else:
             current = base
         self.break_duration = current
+        if self.config.backoff_jitter and current > base:
+            return self.rng.uniform(base, current)
         return current
 
     def advance(self, seconds: int) -> None:
@@ -388,6 +396,8 @@ class BreakerMachine(RuleBasedStateMachine):
         backoff_multiplier=st.sampled_from([1, 2, 3]),
         max_timeout_duration=st.none() | st.integers(20, 60),
         max_half_open_duration=st.none() | st.integers(1, 10),
+        call_timeout=st.none() | st.sampled_from([2, 5]),
+        backoff_jitter=st.booleans(),
         judge_results=st.booleans(),
         exception_predicate=st.booleans(),
     )
@@ -401,6 +411,7 @@ class BreakerMachine(RuleBasedStateMachine):
             failure_predicate=is_bad if judge_results else None,
         )
         self.breaker = self.system.create_breaker("model", config)
+        self.breaker._actor.data.rng = random.Random(JITTER_SEED)
         self.model = Model(config, self.clock.now())
 
     def counted(self, kind: str) -> str:
@@ -477,11 +488,16 @@ class BreakerMachine(RuleBasedStateMachine):
         assert call.result == "cancelled"
         self.m.outcome("ignored", call.epoch, call.probe)  # cancellation is never a failure
 
-    @rule(kind=OUTCOME)
-    def sync_call(self, kind: str) -> None:
-        """A sync call on the loop's own thread: admission and outcome at once."""
+    @rule(kind=OUTCOME, seconds=st.sampled_from([0, 0, 1, 3, 6]))
+    def sync_call(self, kind: str, seconds: int) -> None:
+        """A sync call on the loop's own thread: admission and outcome at once.  With a
+        ``call_timeout`` it takes ``seconds`` of the manual clock (instant otherwise: only then
+        does the outcome travel behind any timer that fires meanwhile, as the model has it)."""
+        if self.m.config.call_timeout is None:
+            seconds = 0
 
         def guarded() -> str:
+            self.clock.advance(seconds)
             if kind in RAISES:
                 raise RAISES[kind]
             return "bad" if kind == "bad" else "ok"
@@ -494,13 +510,22 @@ class BreakerMachine(RuleBasedStateMachine):
         except CircuitBreakerOpenError as exc:
             result = "rejected"
             assert exc.retry_after == retry_after
+        except CallTimeoutError:
+            result = "CallTimeoutError"
         except (Boom, Unexpected) as exc:
             result = type(exc).__name__
         if not admitted:
             assert result == "rejected"
             return
+        self.m.advance(seconds)  # a timer that fired during the call is applied first
+        timeout = self.m.config.call_timeout
+        if kind not in RAISES and timeout is not None and seconds > timeout:
+            # A sync call cannot be interrupted: returning late, it fails with the timeout.
+            assert result == "CallTimeoutError"
+            self.m.outcome("failure", epoch, probe, seconds)
+            return
         assert result == SEEN[kind]
-        self.m.outcome(self.counted(kind), epoch, probe)
+        self.m.outcome(self.counted(kind), epoch, probe, seconds)
 
     # -- time and management ---------------------------------------------------------------
 
