@@ -384,6 +384,8 @@ class Breaker:
     def call(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
         """Run ``fn(*args, **kwargs)`` under the breaker; the sync mirror of
         :meth:`call_async`, safe from any thread."""
+        # Mirrors call_async line for line on purpose: sharing the fast path through a helper
+        # would add a call (~80 ns) to every guarded call.
         actor = self._actor
         gate = actor.gate
         if gate.closed:
