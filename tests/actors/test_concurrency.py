@@ -12,7 +12,7 @@ import random
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import anyio
@@ -114,6 +114,14 @@ async def trip_to_half_open(breaker: Breaker, clock: ManualClock) -> None:
 
 
 # -- 10,000 tasks --------------------------------------------------------------------------
+
+
+async def run_on_threads(worker: Callable[[int], None], count: int) -> None:
+    """Run ``worker(seed)`` for seeds 0..count-1, each on a worker thread of its own."""
+    limiter = anyio.CapacityLimiter(count)
+    async with anyio.create_task_group() as group:
+        for seed in range(count):
+            group.start_soon(lambda s=seed: anyio.to_thread.run_sync(worker, s, limiter=limiter))
 
 
 @pytest.mark.anyio
@@ -268,12 +276,7 @@ async def test_sixteen_threads_of_sync_calls_are_each_counted_once() -> None:
                     seen["returned"] += 1
             tallies.append(seen)
 
-        async with anyio.create_task_group() as group:
-            limiter = anyio.CapacityLimiter(threads)
-            for seed in range(threads):
-                group.start_soon(
-                    lambda s=seed: anyio.to_thread.run_sync(worker, s, limiter=limiter)
-                )
+        await run_on_threads(worker, threads)
         total: Counter[str] = sum(tallies, Counter())
         assert_counts_match(breaker, total, threads * per_thread)
         metrics = breaker.metrics
@@ -319,12 +322,7 @@ async def test_half_open_never_admits_more_than_max_calls_among_threads(
                     seen["returned"] += 1
             tallies.append(seen)
 
-        async with anyio.create_task_group() as group:
-            limiter = anyio.CapacityLimiter(16)
-            for seed in range(16):
-                group.start_soon(
-                    lambda s=seed: anyio.to_thread.run_sync(worker, s, limiter=limiter)
-                )
+        await run_on_threads(worker, 16)
         assert 1 <= inside.most <= breaker.config.half_open_max_calls
         metrics = await breaker.metrics_async()
         assert metrics.state is HALF_OPEN
