@@ -65,6 +65,7 @@ from actors.errors import ActorCrashedError, ActorSystemClosedError
 logger = logging.getLogger("actors.runtime")
 
 _get_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
 _get_ident = threading.get_ident
 
 # How often a thread blocked on an ask checks that the loop it waits for is still alive.
@@ -328,6 +329,8 @@ class Runtime:
         self._idle_hooks: list[Callable[[], bool]] = []
         self._resume_hooks: list[Callable[[], None]] = []
         self._jobs: weakref.WeakSet[Coroutine[Any, Any, None]] = weakref.WeakSet()
+        # Tasks that carry a spawn out of a loop callback into the task group (see _spawn_here).
+        self._handoffs: set[asyncio.Task[None]] = set()
 
     def __repr__(self) -> str:
         where = "unbound" if self.loop is None else f"thread={self.thread_id}"
@@ -414,10 +417,32 @@ class Runtime:
             loop.call_soon_threadsafe(self._spawn_here, job)
 
     def _spawn_here(self, job: Callable[[], Coroutine[Any, Any, None]]) -> None:
-        if self._task_group is None:
+        task_group = self._task_group
+        if task_group is None:
             self._pending_spawns.append(job)
+        elif _current_task() is not None:
+            self._start_job(task_group, job)
         else:
-            self._start_job(self._task_group, job)
+            # A loop callback (a drain, a timer, a cross-thread hand-off) has no current task,
+            # and anyio asks for one wherever sniffio is installed: it decides which async
+            # library runs from the current task, so ``start_soon`` from here would raise
+            # ``NoEventLoopError``.  A plain asyncio task needs no such question; it starts the
+            # job in the task group one loop turn later.
+            assert self.loop is not None
+            handoff = self.loop.create_task(self._start_from_task(task_group, job))
+            self._handoffs.add(handoff)
+            handoff.add_done_callback(self._handoffs.discard)
+
+    async def _start_from_task(
+        self, task_group: anyio.abc.TaskGroup, job: Callable[[], Coroutine[Any, Any, None]]
+    ) -> None:
+        if self._task_group is not task_group or self.closed:
+            # The group ended (the loop is going, or the system closed) before this turn:
+            # queue the job like any spawn without a group, for the next binding to start.
+            if not self.closed:
+                self._pending_spawns.append(job)
+            return
+        self._start_job(task_group, job)
 
     def _start_job(
         self, task_group: anyio.abc.TaskGroup, job: Callable[[], Coroutine[Any, Any, None]]
