@@ -276,7 +276,7 @@ def test_slow_calls_counts_whole_buckets_above_the_threshold() -> None:
     assert slow_calls(buckets, None) == 0
 
 
-def test_only_the_cluster_module_imports_redis() -> None:
+def test_only_the_cluster_package_imports_redis() -> None:
     importers = set()
     for package in ("actors", "service", "telemetry"):
         for path in (ROOT / package).rglob("*.py"):
@@ -288,4 +288,4 @@ def test_only_the_cluster_module_imports_redis() -> None:
                     names = [node.module]
                 if any(name.split(".")[0] == "redis" for name in names):
                     importers.add(path.relative_to(ROOT).as_posix())
-    assert importers == {"service/cluster.py"}
+    assert importers and all(path.startswith("service/cluster/") for path in importers)

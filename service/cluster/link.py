@@ -1,59 +1,8 @@
-"""Cluster mode over Redis: the breakers of one name in many processes act as one.
+"""The cluster link's life: connect, subscribe, resynchronise, serve, reconnect.
 
-:class:`RedisCluster` is a cluster link (see ``actors.cluster``) built on redis-py's asyncio
-client.  Nothing imports this module unless cluster mode is used, so a service without it never
-imports ``redis``.  Wire it with ``ActorSystem(cluster=RedisCluster(url=...))`` or
-``system.attach_cluster(RedisCluster(url=...))``.
-
-What it does
-------------
-- **Propagation.**  Local transitions arrive as ``StateChanged`` events on the bus.  For each,
-  the link writes the breaker's *state record* and publishes it on the namespace's channel, in
-  one Lua script, under a new cluster-wide *generation*.  Every replica applies a record whose
-  generation is newer than any it knows (``ApplyRemoteState``); older ones are dropped.
-  Transitions that remote news caused (``reason="cluster"``) are not sent back.
-- **Generations.**  The script gives ``max(stored, floor) + 1``, where ``floor`` is the newest
-  generation the writing replica knows (a Lamport clock), so generations keep increasing even
-  when Redis lost its data (restart without persistence, expired record): the newest wins.
-- **Late joiners** read the records of their named breakers when the link connects, after every
-  reconnect, and for each breaker created later (``breaker_joined``).
-- **One probe for the cluster.**  When a break ends, the breaker asks for the *probe lease*
-  (``SET NX PX`` on the lease key).  The holder goes HALF_OPEN (published, so the others keep
-  rejecting for the lease's time) and renews the lease while it probes; its verdict is
-  published like any transition and releases the lease in the same script.  A refused replica
-  gets ``ProbeLeaseDecided(granted=False, retry_in=<the lease's time left>)``.
-- **Cluster counting** (``cluster_counting=True``): outcomes from ``CallsRecorded`` are summed
-  per breaker and wall-clock second and flushed every ``flush_interval`` (never per call) into
-  per-second buckets; every ``counts_interval`` the link posts ``ClusterCounts`` (the last
-  ``monitoring_window`` seconds of all replicas) to breakers with a time-based rate policy.
-  Count-based windows (``sliding_window_size``) and the consecutive-failure rule stay local:
-  "the last N calls" and "N in a row" have no cluster-wide order at this batching.
-
-When Redis is slow or down
---------------------------
-The hot path never touches the link: guarded calls cost what they cost without it.  Every Redis
-operation is bounded by ``operation_timeout``.  While the link is not connected: a lease request
-is granted at once (each replica probes for itself), local transitions wait in a one-per-breaker
-outbox, rate policies go back to local counts (``UseLocalCounts``).  The link reconnects with
-jittered exponential backoff and resynchronises: it first publishes the transitions it holds
-(they get the newest generations), then reads every record, applies the newer ones, and writes
-back (*seeds*) records that Redis lost.
-
-Keys (``{ns}`` is the namespace; every key has a TTL, so nothing accumulates)
--------------------------------------------------------------------------------
-- ``{ns}:state:{breaker}``: hash ``generation``, ``record`` (JSON: breaker, state, forced,
-  open_until (epoch seconds, OPEN only), origin (replica id), at, generation); TTL
-  ``record_ttl``, refreshed by every live replica that has the breaker.
-- ``{ns}:lease:{breaker}``: string, the holder's replica id; TTL ``lease_ttl``, renewed by the
-  holder while it probes.
-- ``{ns}:counts:{breaker}:{epoch second}``: hash ``s``, ``f``, ``w`` (successes, failures, slow
-  calls); TTL ``monitoring_window`` + 10 s.
-- ``{ns}:events``: the pub/sub channel (not a key).
-
-Alternatives considered: Redis streams instead of pub/sub would let a replica replay what it
-missed, but the state record already gives the only thing that matters after a gap (the newest
-state); keyspace notifications would need server configuration.  A per-call ``INCR`` would be
-simpler than batched buckets but puts a network round trip beside every call.
+:class:`RedisCluster` ties the parts together (``keys``, ``scripts``, ``records``, ``lease``,
+``counting``); the package docstring (``service.cluster``) says what the link does and
+guarantees, and which alternatives were considered.
 """
 
 from __future__ import annotations
@@ -68,7 +17,6 @@ import random
 import socket
 import threading
 import uuid
-from bisect import bisect_left
 from collections.abc import Iterable
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
@@ -79,147 +27,21 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
-from actors.config import CircuitBreakerConfig, CircuitState
+from actors.config import CircuitState
 from actors.errors import BreakerError, ConfigurationError
 from actors.events import CallsRecorded, Event, StateChanged
-from actors.messages import ApplyRemoteState, ClusterCounts, ProbeLeaseDecided, UseLocalCounts
-from actors.snapshot import CircuitBreakerMetrics
-from actors.stats import DURATION_BOUNDS
 from actors.system import ActorSystem
+from service.cluster.counting import ClusterCounting
+from service.cluster.keys import Keys
+from service.cluster.lease import ProbeLeases
+from service.cluster.records import StateRecord, decode_record, encode, record_of, remote_state
+from service.cluster.scripts import Scripts, ms
 
 logger = logging.getLogger("service.cluster")
 
 LinkStatus = Literal["connected", "connecting", "disconnected"]
 
 HALF_OPEN = CircuitState.HALF_OPEN
-
-# Counts buckets outlive the window they serve by this much, for clocks a little apart.
-_COUNTS_SLACK = 10.0
-
-
-class StateRecord(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
-    """One breaker's cluster state, as stored in ``{ns}:state:{breaker}`` and published.
-
-    ``generation`` is left out when encoding (it is 0 then): the publish script inserts the one
-    it assigns."""
-
-    breaker: str
-    state: Literal["closed", "open", "half_open"]
-    forced: bool = False
-    open_until: float | None = None
-    origin: str
-    at: float
-    generation: int = 0
-
-
-_decode_record = msgspec.json.Decoder(StateRecord).decode
-_encode = msgspec.json.Encoder().encode
-
-
-class Keys:
-    """The namespace's key and channel names (see the module docstring for their contents)."""
-
-    __slots__ = ("channel", "namespace")
-
-    def __init__(self, namespace: str) -> None:
-        self.namespace = namespace
-        self.channel = f"{namespace}:events"
-
-    def state(self, breaker: str) -> str:
-        return f"{self.namespace}:state:{breaker}"
-
-    def lease(self, breaker: str) -> str:
-        return f"{self.namespace}:lease:{breaker}"
-
-    def counts(self, breaker: str, second: int) -> str:
-        return f"{self.namespace}:counts:{breaker}:{second}"
-
-
-# -- Lua scripts: each runs atomically, which is what makes generations and leases safe -------
-
-# KEYS: state record, lease.  ARGV: record JSON (without generation), floor, mode ("set" or
-# "seed"), record TTL ms, channel, replica id, "1" to release this replica's lease.
-# "set" takes a new generation above everything known; "seed" restores a record Redis lost,
-# under the writer's newest known generation, and only if nothing newer is stored.
-_PUBLISH = """
-local current = tonumber(redis.call('HGET', KEYS[1], 'generation')) or 0
-local floor = tonumber(ARGV[2])
-local generation
-if ARGV[3] == 'seed' then
-  if current >= floor then return {current, 0} end
-  generation = floor
-else
-  generation = math.max(current, floor) + 1
-end
-local record = '{"generation":' .. string.format('%d', generation) .. ',' .. string.sub(ARGV[1], 2)
-redis.call('HSET', KEYS[1], 'generation', generation, 'record', record)
-redis.call('PEXPIRE', KEYS[1], ARGV[4])
-if ARGV[7] == '1' and redis.call('GET', KEYS[2]) == ARGV[6] then
-  redis.call('DEL', KEYS[2])
-end
-redis.call('PUBLISH', ARGV[5], record)
-return {generation, 1}
-"""
-
-# KEYS: lease.  ARGV: replica id, TTL ms.  Returns {granted, ms}: the lease's TTL when granted
-# (re-entrant for its holder), the time it has left when refused.
-_ACQUIRE = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return {1, tonumber(ARGV[2])}
-end
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return {1, tonumber(ARGV[2])}
-end
-return {0, redis.call('PTTL', KEYS[1])}
-"""
-
-# KEYS: lease.  ARGV: replica id, TTL ms.  Extends the lease only for its holder.
-_RENEW = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
-
-# KEYS: count buckets.  Returns the sums {successes, failures, slow}.
-_SUM = """
-local s, f, w = 0, 0, 0
-for _, key in ipairs(KEYS) do
-  local v = redis.call('HMGET', key, 's', 'f', 'w')
-  s = s + (tonumber(v[1]) or 0)
-  f = f + (tonumber(v[2]) or 0)
-  w = w + (tonumber(v[3]) or 0)
-end
-return {s, f, w}
-"""
-
-
-class _Scripts:
-    """The scripts, registered on one client (one per connection attempt)."""
-
-    __slots__ = ("acquire", "publish", "renew", "sum")
-
-    def __init__(self, client: aioredis.Redis) -> None:
-        self.publish = client.register_script(_PUBLISH)
-        self.acquire = client.register_script(_ACQUIRE)
-        self.renew = client.register_script(_RENEW)
-        self.sum = client.register_script(_SUM)
-
-
-def counted_cluster_wide(config: CircuitBreakerConfig) -> bool:
-    """Whether cluster counting serves this config: a rate policy over a time window."""
-    return config.uses_rate_window and config.sliding_window_size is None
-
-
-def slow_calls(buckets: Iterable[int], slow_after: float | None) -> int:
-    """Calls in ``buckets`` (of :data:`DURATION_BOUNDS`) that were surely slower than
-    ``slow_after``: only whole buckets above it count, so this errs low by at most the one
-    bucket (about 19 % wide) that straddles the threshold."""
-    if slow_after is None:
-        return 0
-    first = bisect_left(DURATION_BOUNDS, slow_after) + 1
-    return sum(list(buckets)[first:])
 
 
 def redact_url(url: str) -> str:
@@ -239,12 +61,9 @@ def _positive(name: str, value: Any) -> float:
     return float(value)
 
 
-def _ms(seconds: float) -> int:
-    return max(1, math.ceil(seconds * 1000))
-
-
 class RedisCluster:
-    """A cluster link over Redis (see the module docstring for what it does and guarantees).
+    """A cluster link over Redis (the ``service.cluster`` docstring says what it does and
+    guarantees).
 
     Parameters (seconds unless said otherwise):
 
@@ -324,16 +143,14 @@ class RedisCluster:
         self._wake: asyncio.Event | None = None
         # Present only while connected: lease requests use them from their own tasks.
         self._client: aioredis.Redis | None = None
-        self._scripts: _Scripts | None = None
+        self._scripts: Scripts | None = None
         # The newest cluster generation this replica knows, per breaker.
         self._known: dict[str, int] = {}
         # Local transitions not yet published (the latest per breaker; see _publish_pending).
         self._outbox: dict[str, StateChanged] = {}
         self._to_read: set[str] = set()
-        self._probing: set[str] = set()  # breakers this replica probes for (lease held)
         self._writing: set[str] = set()  # breakers whose record this replica is writing
         self._early_requests: list[tuple[str, int]] = []
-        self._counts: dict[tuple[str, int], list[int]] = {}
         self._last_error: str | None = None
         self._connected_since: float | None = None
         self._counters = dict.fromkeys(
@@ -355,6 +172,10 @@ class RedisCluster:
             ),
             0,
         )
+        self._leases = ProbeLeases(
+            self.keys, self.replica_id, self.lease_ttl, self.operation_timeout, self._counters
+        )
+        self._counting = ClusterCounting(self.keys, self._counters)
 
     def __repr__(self) -> str:
         return (
@@ -381,7 +202,7 @@ class RedisCluster:
             "connected_since": self._connected_since,
             "last_error": self._last_error,
             "pending_transitions": len(self._outbox),
-            "probing": len(self._probing),
+            "probing": len(self._leases.probing),
             **self._counters,
         }
 
@@ -395,9 +216,11 @@ class RedisCluster:
         if system is None:  # attached, but `run` has not started yet: answered when it does
             self._early_requests.append((breaker, generation))
         elif self._client is None:
-            self._grant_locally(system, breaker, generation)
+            self._leases.grant_locally(system, breaker, generation)
         else:
-            system.runtime.spawn(functools.partial(self._race, system, breaker, generation))
+            system.runtime.spawn(
+                functools.partial(self._leases.race, self._scripts, system, breaker, generation)
+            )
 
     def breaker_joined(self, breaker: str) -> None:
         """Fetch the cluster's news about a breaker created after the start (any thread)."""
@@ -414,7 +237,7 @@ class RedisCluster:
         self._wake = asyncio.Event()
         early, self._early_requests = self._early_requests, []
         for breaker, generation in early:
-            self._grant_locally(system, breaker, generation)
+            self._leases.grant_locally(system, breaker, generation)
         events: tuple[type[Event], ...] = (StateChanged,)
         if self.cluster_counting:
             events = (StateChanged, CallsRecorded)
@@ -454,7 +277,7 @@ class RedisCluster:
         try:
             with anyio.fail_after(self.operation_timeout * 2):
                 await pubsub.subscribe(self.keys.channel)
-            scripts = _Scripts(client)
+            scripts = Scripts(client)
             # Subscribed first, then resynchronised: news published in between waits in the
             # socket and is judged by its generation like any other.
             await self._resync(client, scripts, system)
@@ -470,14 +293,15 @@ class RedisCluster:
         finally:
             was_connected = self._client is not None
             self._client = self._scripts = None
-            self._counts.clear()
+            self._counting.clear()
             if was_connected:
                 self._counters["disconnects"] += 1
                 self._status = "disconnected"
-                self._use_local_counts(system)
+                if self.cluster_counting:
+                    self._counting.use_local(system)
             with anyio.CancelScope(shield=True), anyio.move_on_after(1.0):
                 with contextlib.suppress(Exception):
-                    await pubsub.aclose()  # type: ignore[no-untyped-call]  # unannotated upstream
+                    await pubsub.aclose()
                 with contextlib.suppress(Exception):
                     await client.aclose()
 
@@ -500,7 +324,7 @@ class RedisCluster:
         else:  # a bug, not the network: say where, but keep the breakers going
             logger.error("cluster link %s failed; will retry", self.url, exc_info=error)
 
-    async def _resync(self, client: aioredis.Redis, scripts: _Scripts, system: ActorSystem) -> None:
+    async def _resync(self, client: aioredis.Redis, scripts: Scripts, system: ActorSystem) -> None:
         """Publish what happened here while apart (it is the newest), then catch up."""
         await self._publish_pending(scripts, system)
         self._to_read.clear()
@@ -518,7 +342,7 @@ class RedisCluster:
                 self._consider(system, record, self.lease_ttl)
 
     async def _sync_loop(
-        self, client: aioredis.Redis, scripts: _Scripts, system: ActorSystem
+        self, client: aioredis.Redis, scripts: Scripts, system: ActorSystem
     ) -> None:
         wake = self._wake
         assert wake is not None
@@ -532,7 +356,7 @@ class RedisCluster:
                 await self._read_records(client, scripts, system, names)
 
     async def _maintain(
-        self, client: aioredis.Redis, scripts: _Scripts, system: ActorSystem
+        self, client: aioredis.Redis, scripts: Scripts, system: ActorSystem
     ) -> None:
         """Periodic work: flush and read counts, renew leases, check the connection, keep
         the records of live breakers from expiring."""
@@ -546,13 +370,13 @@ class RedisCluster:
             await anyio.sleep(tick)
             now = clock()
             if self.cluster_counting:
-                await self._flush_counts(client)
+                await self._counting.flush(client, system)
                 if now >= next_counts:
                     next_counts = now + self.counts_interval
-                    await self._post_cluster_counts(scripts, client, system)
-            if self._probing and now >= next_renew:
+                    await self._counting.post(scripts, client, system, int(self._epoch(system)))
+            if self._leases.probing and now >= next_renew:
                 next_renew = now + self.lease_ttl / 3
-                await self._renew_leases(client, scripts)
+                await self._leases.renew(client, scripts)
             if now >= next_ping:
                 next_ping = now + self.ping_interval
                 with anyio.fail_after(self.operation_timeout):
@@ -566,22 +390,24 @@ class RedisCluster:
     async def _on_event(self, event: Event) -> None:
         """Bus subscriber (the system's loop).  Only notes the event: no Redis here."""
         if isinstance(event, CallsRecorded):
-            self._count(event)
+            if self._client is not None and self._system is not None:
+                # Apart from the cluster, breakers count locally anyway.
+                self._counting.count(self._system, event)
             return
         if not isinstance(event, StateChanged):
             return
         name = event.breaker
         if event.from_state is HALF_OPEN:
-            self._probing.discard(name)
+            self._leases.probing.discard(name)
         if event.reason == "cluster" or self._system is None or self._system.get(name) is None:
             return  # remote news applied here, or a breaker that is not in the cluster
         if event.to_state is HALF_OPEN:
-            self._probing.add(name)  # only the lease holder goes HALF_OPEN by itself
+            self._leases.probing.add(name)  # only the lease holder goes HALF_OPEN by itself
         self._outbox[name] = event
         if self._wake is not None:
             self._wake.set()
 
-    async def _publish_pending(self, scripts: _Scripts, system: ActorSystem) -> None:
+    async def _publish_pending(self, scripts: Scripts, system: ActorSystem) -> None:
         pending, self._outbox = self._outbox, {}
         done: set[str] = set()
         try:
@@ -597,7 +423,7 @@ class RedisCluster:
 
     async def _write(
         self,
-        scripts: _Scripts,
+        scripts: Scripts,
         system: ActorSystem,
         name: str,
         mode: Literal["set", "seed"],
@@ -619,16 +445,16 @@ class RedisCluster:
         if expected is not None and snapshot.state is not expected:
             self._counters["superseded"] += 1
             return
-        record = self._record_of(system, snapshot)
+        record = record_of(snapshot, self._epoch(system), self.replica_id)
         self._writing.add(name)
         try:
             reply = await scripts.publish(
                 keys=[self.keys.state(name), self.keys.lease(name)],
                 args=[
-                    _encode(record),
+                    encode(record),
                     self._known.get(name, 0),
                     mode,
-                    _ms(self.record_ttl),
+                    ms(self.record_ttl),
                     self.keys.channel,
                     self.replica_id,
                     "0" if snapshot.state is HALF_OPEN else "1",
@@ -641,25 +467,10 @@ class RedisCluster:
             self._known[name] = max(self._known.get(name, 0), generation)
             self._counters["published" if mode == "set" else "seeded"] += 1
 
-    def _record_of(self, system: ActorSystem, snapshot: CircuitBreakerMetrics) -> StateRecord:
-        now = self._epoch(system)
-        retry_after = snapshot.retry_after
-        open_until = None
-        if retry_after is not None and math.isfinite(retry_after) and not snapshot.forced:
-            open_until = now + retry_after
-        return StateRecord(
-            breaker=snapshot.name,
-            state=snapshot.state.value,
-            forced=snapshot.forced,
-            open_until=open_until,
-            origin=self.replica_id,
-            at=now,
-        )
-
     async def _read_records(
         self,
         client: aioredis.Redis,
-        scripts: _Scripts,
+        scripts: Scripts,
         system: ActorSystem,
         names: Iterable[str],
     ) -> None:
@@ -686,7 +497,7 @@ class RedisCluster:
 
     def _decode(self, raw: str | bytes) -> StateRecord | None:
         try:
-            return _decode_record(raw)
+            return decode_record(raw)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             self._counters["malformed"] += 1
             logger.warning("cluster link %s: ignoring a malformed record: %s", self.url, exc)
@@ -703,15 +514,7 @@ class RedisCluster:
         self._known[name] = record.generation
         if record.origin == self.replica_id and name in self._writing:
             return  # our own news, back before the script's reply
-        if record.state == "open" and not record.forced:
-            remaining = max(0.0, (record.open_until or 0.0) - self._epoch(system))
-            message = ApplyRemoteState(state="open", remaining=remaining)
-        elif record.state == "half_open":
-            # Another replica holds the probe lease: keep rejecting while it may probe.
-            message = ApplyRemoteState(state="half_open", remaining=lease_left)
-        else:
-            message = ApplyRemoteState(state=record.state, forced=record.forced)
-        system.post(name, message)
+        system.post(name, remote_state(record, self._epoch(system), lease_left))
         self._counters["applied"] += 1
 
     async def _refresh_records(self, client: aioredis.Redis, system: ActorSystem) -> None:
@@ -720,110 +523,8 @@ class RedisCluster:
             return
         async with client.pipeline(transaction=False) as pipe:
             for name in names:
-                pipe.pexpire(self.keys.state(name), _ms(self.record_ttl))
+                pipe.pexpire(self.keys.state(name), ms(self.record_ttl))
             await pipe.execute()
-
-    # -- the probe lease ---------------------------------------------------------------------
-
-    async def _race(self, system: ActorSystem, breaker: str, generation: int) -> None:
-        """Runs as its own task, so that a slow Redis delays no one but this breaker's
-        probe, and only up to ``operation_timeout``; any trouble grants the lease locally."""
-        scripts = self._scripts
-        try:
-            if scripts is None:
-                raise ConnectionError("not connected")
-            with anyio.fail_after(self.operation_timeout):
-                granted, ms = await scripts.acquire(
-                    keys=[self.keys.lease(breaker)],
-                    args=[self.replica_id, _ms(self.lease_ttl)],
-                )
-        except Exception as exc:
-            logger.info("probe lease for %r decided locally: %r", breaker, exc)
-            self._grant_locally(system, breaker, generation)
-            return
-        if int(granted):
-            self._counters["leases_granted"] += 1
-            system.post(breaker, ProbeLeaseDecided(generation=generation, granted=True))
-        else:
-            self._counters["leases_refused"] += 1
-            retry_in = max(int(ms), 50) / 1000  # PTTL is negative if it just expired
-            system.post(
-                breaker,
-                ProbeLeaseDecided(generation=generation, granted=False, retry_in=retry_in),
-            )
-
-    def _grant_locally(self, system: ActorSystem, breaker: str, generation: int) -> None:
-        self._counters["leases_local"] += 1
-        system.post(breaker, ProbeLeaseDecided(generation=generation, granted=True))
-
-    async def _renew_leases(self, client: aioredis.Redis, scripts: _Scripts) -> None:
-        async with client.pipeline(transaction=False) as pipe:
-            for name in self._probing:
-                await scripts.renew(
-                    keys=[self.keys.lease(name)],
-                    args=[self.replica_id, _ms(self.lease_ttl)],
-                    client=pipe,
-                )
-            await pipe.execute()
-
-    # -- cluster counting --------------------------------------------------------------------
-
-    def _count(self, event: CallsRecorded) -> None:
-        if self._client is None or self._system is None:
-            return  # apart from the cluster, breakers count locally anyway
-        breaker = self._system.get(event.breaker)
-        if breaker is None or not counted_cluster_wide(breaker.config):
-            return
-        slow = slow_calls(event.duration_buckets, breaker.config.slow_call_duration)
-        bucket = self._counts.setdefault((event.breaker, int(event.at)), [0, 0, 0])
-        bucket[0] += event.successes
-        bucket[1] += event.failures
-        bucket[2] += slow
-
-    async def _flush_counts(self, client: aioredis.Redis) -> None:
-        if not self._counts or self._system is None:
-            return
-        counts, self._counts = self._counts, {}
-        # MULTI/EXEC, so that no bucket is ever created without its TTL.
-        async with client.pipeline(transaction=True) as pipe:
-            for (name, second), (successes, failures, slow) in counts.items():
-                breaker = self._system.get(name)
-                window = breaker.config.monitoring_window if breaker is not None else 0.0
-                key = self.keys.counts(name, second)
-                for field, value in (("s", successes), ("f", failures), ("w", slow)):
-                    if value:
-                        pipe.hincrby(key, field, value)
-                pipe.pexpire(key, _ms(window + _COUNTS_SLACK))
-            await pipe.execute()
-        self._counters["counts_flushed"] += len(counts)
-
-    async def _post_cluster_counts(
-        self, scripts: _Scripts, client: aioredis.Redis, system: ActorSystem
-    ) -> None:
-        targets = [
-            (name, breaker.config)
-            for name, breaker in system.breakers().items()
-            if counted_cluster_wide(breaker.config)
-        ]
-        if not targets:
-            return
-        second = int(self._epoch(system))
-        async with client.pipeline(transaction=False) as pipe:
-            for name, config in targets:
-                span = max(1, math.ceil(config.monitoring_window))
-                keys = [self.keys.counts(name, s) for s in range(second - span + 1, second + 1)]
-                await scripts.sum(keys=keys, client=pipe)
-            sums = await pipe.execute()
-        for (name, _), (successes, failures, slow) in zip(targets, sums, strict=True):
-            counts = ClusterCounts(successes=int(successes), failures=int(failures), slow=int(slow))
-            system.post(name, counts)
-        self._counters["counts_posted"] += len(targets)
-
-    def _use_local_counts(self, system: ActorSystem) -> None:
-        if self.cluster_counting:
-            for name, breaker in system.breakers().items():
-                if counted_cluster_wide(breaker.config):
-                    system.post(name, UseLocalCounts())
 
     # -- helpers -----------------------------------------------------------------------------
 
