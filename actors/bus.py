@@ -111,7 +111,13 @@ class Subscription:
         self._buffer.append(event)
         if not self._active:
             self._active = True
-            self._bus._runtime.spawn(self._deliver)
+            try:
+                self._bus._runtime.spawn(self._deliver)
+            except BaseException:
+                # No delivery runs: a raised flag would silence the subscription for good and
+                # make ActorSystem.__aexit__ wait for it forever.
+                self._active = False
+                raise
 
     def _resume(self) -> None:
         """The runtime moved to a new loop, where no delivery task of this subscription runs:
