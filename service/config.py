@@ -21,10 +21,12 @@ from __future__ import annotations
 
 import difflib
 import json
+import math
 import os
 import re
 import tomllib
 import typing
+import urllib.parse
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -53,13 +55,28 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 
 class ServiceSection(_Section, frozen=True):
-    """``[service]``: where the HTTP server listens and how it behaves at its edges."""
+    """``[service]``: where the HTTP server listens and how it behaves at its edges.
+
+    The limits bound what one client can hold (see ``service.server`` and the README's
+    security section): ``max_body_bytes`` for ``/v1/*`` bodies (multimodal requests carry
+    images), ``max_admin_body_bytes`` for every other route, ``max_json_depth`` for the nesting
+    of any JSON body, ``max_connections`` open at once (more are answered 503 and closed),
+    ``header_timeout`` to receive a request's head, ``body_timeout`` to receive its body,
+    ``keepalive_timeout`` for an idle connection between requests.
+    """
 
     host: NonEmpty = "127.0.0.1"
     port: Port = 8080
-    max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 1_048_576
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 20 * 1024 * 1024
+    max_admin_body_bytes: Annotated[int, msgspec.Meta(ge=1)] = 64 * 1024
+    max_json_depth: Annotated[int, msgspec.Meta(ge=2, le=500)] = 128
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 1000
+    header_timeout: PositiveSeconds = 10.0
+    body_timeout: PositiveSeconds = 60.0
+    keepalive_timeout: PositiveSeconds = 75.0
     shutdown_grace: PositiveSeconds = 10.0
-    events_interval: PositiveSeconds = 5.0
+    # A floor: a metrics snapshot of every breaker per tick, per /events client.
+    events_interval: Annotated[float, msgspec.Meta(ge=0.1)] = 5.0
 
 
 class BreakerSection(_Section, frozen=True):
@@ -171,6 +188,46 @@ class ClusterSection(_Section, frozen=True):
     cluster_counting: bool = False
 
 
+class HealthSection(_Section, frozen=True):
+    """``[health]``: what the probes answer (see ``service.probes``).
+
+    ``fail_on``: when ``GET /health`` answers 503: ``never`` (only when the service itself is
+    broken), ``route_unservable`` (some route has no provider that can take a call now) or
+    ``any_open`` (some breaker is open).  ``require_primaries``: ``GET /readyz`` is ready only
+    when every route's own provider (not a fallback) can take a call.
+    """
+
+    fail_on: Literal["never", "route_unservable", "any_open"] = "route_unservable"
+    require_primaries: bool = False
+
+
+class LoggingSection(_Section, frozen=True):
+    """``[logging]``: the service's log (see ``service.logs``); ``--log-level`` and
+    ``--log-format`` win over these.  ``access_log`` logs one line per gateway request;
+    ``probe_access_log`` adds the health, readiness and metrics scrapes."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["text", "json"] = "text"
+    access_log: bool = True
+    probe_access_log: bool = False
+
+
+class GatewaySection(_Section, frozen=True):
+    """``[gateway]``: client keys for ``/v1/*`` (see ``service.gateway_auth``); off when
+    neither is set.  ``api_keys_env`` names a variable with comma-separated keys;
+    ``api_keys_file`` a file with one sha256 hex digest of a key per line (``#`` comments)."""
+
+    api_keys_env: str | None = None
+    api_keys_file: str | None = None
+
+
+class MetricsSection(_Section, frozen=True):
+    """``[metrics]``: ``GET /metrics`` in the Prometheus text format (OpenMetrics on
+    ``Accept``), through the same OpenTelemetry pipeline as OTLP (needs ``breakerd[otel]``)."""
+
+    prometheus: bool = True
+
+
 class ServiceConfig(_Section, frozen=True):
     """The whole file, validated, with cross-references checked.
 
@@ -185,6 +242,10 @@ class ServiceConfig(_Section, frozen=True):
     telemetry: TelemetrySection = TelemetrySection()
     simulator: SimulatorSection = SimulatorSection()
     cluster: ClusterSection = ClusterSection()
+    health: HealthSection = HealthSection()
+    logging: LoggingSection = LoggingSection()
+    gateway: GatewaySection = GatewaySection()
+    metrics: MetricsSection = MetricsSection()
     source: str = "<defaults>"
 
     def breaker_settings(self, name: str) -> dict[str, Any]:
@@ -317,6 +378,10 @@ _TABLES: dict[str, type[msgspec.Struct]] = {
     "telemetry": TelemetrySection,
     "simulator": SimulatorSection,
     "cluster": ClusterSection,
+    "health": HealthSection,
+    "logging": LoggingSection,
+    "gateway": GatewaySection,
+    "metrics": MetricsSection,
 }
 _NAMED_TABLES: dict[str, type[msgspec.Struct]] = {
     "breakers": BreakerSection,
@@ -377,7 +442,7 @@ def _rewrite(
     if field_first := _FIELD_FIRST.match(message):  # from a __post_init__: "name: reason"
         field, message = f"{field}.{field_first['field']}", field_first["reason"]
     elif _BAD_ENUM.match(message) and where[1:] in struct.__struct_fields__:
-        choices = typing.get_args(typing.get_type_hints(struct)[where[1:]])
+        choices = _literal_choices(typing.get_type_hints(struct)[where[1:]])
         found, value = _lookup(raw, where)
         message = f"expected one of {', '.join(json.dumps(c) for c in choices)}"
         if found:
@@ -392,6 +457,13 @@ def _rewrite(
     if field in origins:
         message += f" (from {origins[field]})"
     return ConfigError(field, message)
+
+
+def _literal_choices(hint: Any) -> list[Any]:
+    """The values a ``Literal[...]`` hint allows, also inside ``Literal[...] | None``."""
+    if typing.get_origin(hint) is Literal:
+        return list(typing.get_args(hint))
+    return [choice for arg in typing.get_args(hint) for choice in _literal_choices(arg)]
 
 
 _SEGMENT = re.compile(r"\.(\w+)|\[(\d+)\]")
@@ -411,7 +483,9 @@ def _lookup(raw: Any, where: str) -> tuple[bool, Any]:
 
 
 def _check(config: ServiceConfig) -> None:
-    """Rules across fields and tables: breaker values, and every name that refers to another."""
+    """Rules across fields and tables: finite numbers, breaker values, URLs, and every name
+    that refers to another."""
+    _check_finite(config, "")
     # `default` first: a bad value there would otherwise be reported on the table inheriting it.
     for name in sorted(config.breakers, key=lambda name: name != DEFAULT_BREAKER):
         try:
@@ -424,6 +498,17 @@ def _check(config: ServiceConfig) -> None:
             raise ConfigError(
                 f"providers.{_key(name)}.breaker",
                 _unknown(provider.breaker, list(config.breakers), "breaker table"),
+            )
+        if provider.base_url is not None and (problem := url_problem(provider.base_url)):
+            raise ConfigError(f"providers.{_key(name)}.base_url", problem)
+    # A table no provider uses is almost always a misspelt provider name, silently ignored.
+    used = {DEFAULT_BREAKER} | {config.provider_breaker(name) for name in config.providers}
+    for name in config.breakers:
+        if name not in used:
+            raise ConfigError(
+                f"breakers.{_key(name)}",
+                "no provider uses this table: name it like a provider, or set that provider's "
+                f"breaker = {json.dumps(name)}" + _known_providers(config),
             )
     for name, route in config.routes.items():
         where = f"routes.{_key(name)}"
@@ -441,6 +526,114 @@ def _check(config: ServiceConfig) -> None:
                 raise ConfigError(
                     f"{where}.fallbacks[{index}]", f"provider {fallback!r} is already in the route"
                 )
+
+
+def _check_finite(value: Any, path: str) -> None:
+    """Every number in the config is finite: TOML allows ``inf`` and ``nan``, and either one
+    in a duration breaks timers (``OverflowError``) or every request."""
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise ConfigError(path, f"expected a finite number, got {value}")
+    elif isinstance(value, msgspec.Struct):
+        for field in value.__struct_fields__:
+            _check_finite(getattr(value, field), f"{path}.{field}" if path else field)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_finite(item, f"{path}.{_key(key)}")
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            _check_finite(item, f"{path}[{index}]")
+
+
+def url_problem(url: str) -> str | None:
+    """What is wrong with an upstream URL, or None.  The message never repeats the URL: it may
+    carry a password."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 -- raises ValueError for a port out of range or not a number
+    except ValueError as exc:
+        return f"not a valid URL ({exc})"
+    if parts.scheme not in ("http", "https"):
+        return f"expected an http:// or https:// URL, got scheme {json.dumps(parts.scheme)}"
+    if parts.username is not None or parts.password is not None:
+        return (
+            "must not carry credentials (user:pass@): put the key in the variable named by "
+            "api_key_env"
+        )
+    if not parts.hostname:
+        return "the URL has no host"
+    return None
+
+
+def _known_providers(config: ServiceConfig) -> str:
+    names = sorted(config.providers)
+    return f" (providers: {', '.join(names)})" if names else " (there are no providers)"
+
+
+def config_warnings(config: ServiceConfig) -> list[str]:
+    """What is valid but probably not meant; the service logs each line at WARNING at start.
+
+    A config with no routes is allowed (the admin API and breakers work without the
+    gateway), but every ``POST /v1/chat/completions`` then answers 404.
+    """
+    warnings = []
+    if not config.routes:
+        names = sorted(config.providers)
+        warnings.append(
+            "the configuration has no [routes]: every gateway request will answer 404 "
+            f"(providers defined: {', '.join(names) or 'none'})"
+        )
+    return warnings
+
+
+#: Characters a secret may hold: visible ASCII, no spaces or control characters.
+_SECRET = re.compile(r"^[\x21-\x7e]+$")
+
+
+def clean_secrets(
+    config: ServiceConfig,
+    environ: Mapping[str, str],
+    *,
+    admin_token_env: str,
+    default_key_env: Mapping[str, str],
+) -> dict[str, str]:
+    """``environ`` with the API keys of every provider and the admin token checked.
+    ``default_key_env`` maps a provider kind to the variable read when ``api_key_env`` is
+    empty.
+
+    Surrounding whitespace (the trailing newline of a key read from a file) is stripped; what
+    is left must be visible ASCII without spaces, and the admin token must be at least
+    :data:`MIN_ADMIN_TOKEN` characters long.  Raises :class:`ConfigError` naming the
+    variable, never showing its value.  An unset or blank variable stays unset.
+    """
+    cleaned = dict(environ)
+    variables = {admin_token_env: admin_token_env}
+    for name, provider in config.providers.items():
+        variable = provider.api_key_env or default_key_env.get(provider.kind, "")
+        if variable:
+            variables.setdefault(variable, f"providers.{_key(name)}.api_key_env")
+    for variable, field in variables.items():
+        value = environ.get(variable, "").strip()
+        if not value:
+            cleaned.pop(variable, None)
+            continue
+        where = field if field == variable else f"{field} ({variable})"
+        if not _SECRET.match(value):
+            raise ConfigError(
+                where,
+                "the value holds a space, a control character or a non-ASCII character; "
+                "it cannot be sent in an HTTP header",
+            )
+        if variable == admin_token_env and len(value) < MIN_ADMIN_TOKEN:
+            raise ConfigError(
+                where, f"the admin token must be at least {MIN_ADMIN_TOKEN} characters long"
+            )
+        cleaned[variable] = value
+    return cleaned
+
+
+#: The shortest admin token accepted: a guessable token is no protection.
+MIN_ADMIN_TOKEN = 16
 
 
 def _unknown(name: str, known: typing.Iterable[str], what: str = "field") -> str:

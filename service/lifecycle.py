@@ -37,9 +37,11 @@ from aiohttp import web
 
 from actors.errors import ConfigurationError
 from actors.system import default_system
-from service.config import ConfigError, ServiceConfig
+from service.config import ConfigError, ServiceConfig, clean_secrets, config_warnings
 from service.gateway import Gateway, ProviderTarget, resolve_providers
 from service.http import ADMIN_TOKEN_ENV, create_app
+from service.llm.settings import KINDS
+from service.probes import RouteProbe
 from service.simulator import Simulator
 
 logger = logging.getLogger("service")
@@ -114,6 +116,15 @@ class Service:
 
     async def _serve(self, task_status: anyio.abc.TaskStatus[Service]) -> None:
         config = self.config
+        # Secrets are checked before anything starts: a bad key is a config error (exit 2).
+        environ = clean_secrets(
+            config,
+            self._environ,
+            admin_token_env=ADMIN_TOKEN_ENV,
+            default_key_env={kind: spec.key_env for kind, spec in KINDS.items()},
+        )
+        for warning in config_warnings(config):
+            logger.warning("%s", warning)
         async with contextlib.AsyncExitStack() as stack:
             if config.telemetry.enabled:
                 # Pushed first, so popped last: it flushes what everything else did.
@@ -124,7 +135,7 @@ class Service:
             if config.cluster.redis_url is not None:
                 stack.callback(_join_cluster(config))
 
-            providers, simulated = resolve_providers(config, self._environ)
+            providers, simulated = resolve_providers(config, environ)
             if simulated:
                 self.simulator = Simulator(
                     host=config.simulator.host,
@@ -144,8 +155,13 @@ class Service:
             self.gateway = Gateway(config, providers)
             stack.push_async_callback(self.gateway.aclose)
 
-            token = self._environ.get(ADMIN_TOKEN_ENV, "").strip() or None
-            app = create_app(config, admin_token=token, chat_completions=self.gateway.handle)
+            token = environ.get(ADMIN_TOKEN_ENV)
+            app = create_app(
+                config,
+                admin_token=token,
+                chat_completions=self.gateway.handle,
+                readiness=RouteProbe(config, self.gateway.providers).check,
+            )
             runner = web.AppRunner(
                 app, access_log=None, shutdown_timeout=config.service.shutdown_grace
             )

@@ -19,6 +19,8 @@ from service.config import (
     ServiceConfig,
     SimulatorSection,
     TelemetrySection,
+    clean_secrets,
+    config_warnings,
     default_config_text,
     load_config,
     parse_config,
@@ -40,7 +42,8 @@ def test_the_bundled_defaults_load_and_route_both_providers() -> None:
     config = load_config(environ={})
     assert config.service.host == "127.0.0.1"
     assert config.service.port == 8080
-    assert config.service.max_body_bytes == 1024 * 1024
+    assert config.service.max_body_bytes == 20 * 1024 * 1024
+    assert config.service.max_admin_body_bytes == 64 * 1024
     assert set(config.providers) == {"openai", "anthropic"}
     assert config.routes["gpt-4o-mini"].provider == "openai"
     assert config.routes["gpt-4o-mini"].fallbacks == ["anthropic"]
@@ -62,7 +65,9 @@ def test_struct_defaults_match_the_bundled_file() -> None:
 def test_named_breakers_inherit_from_default() -> None:
     config = parse_config(
         "[breakers.default]\nfailure_threshold = 7\ntimeout_duration = 9\n"
-        "[breakers.fast]\ntimeout_duration = 1.5\nfailure_rate_threshold = 0.5\n",
+        "[breakers.fast]\ntimeout_duration = 1.5\nfailure_rate_threshold = 0.5\n"
+        + PROVIDER
+        + 'breaker = "fast"\n',
         environ={},
     )
     fast = config.breaker_config("fast")
@@ -154,6 +159,127 @@ def test_every_mistake_names_its_field(text: str, message: str) -> None:
     assert error_of(text) == message
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "[service]\nshutdown_grace = inf\n",
+            "service.shutdown_grace: expected a finite number, got inf",
+        ),
+        (
+            "[service]\nheader_timeout = nan\n",
+            "service.header_timeout: expected float > 0.0, got NaN",
+        ),
+        (PROVIDER + "timeout = inf\n", "providers.p.timeout: expected a finite number, got inf"),
+        (
+            "[breakers.default]\ntimeout_duration = inf\n",
+            "breakers.default.timeout_duration: expected a finite number, got inf",
+        ),
+        ("[simulator]\nlatency = inf\n", "simulator.latency: expected a finite number, got inf"),
+        (
+            '[telemetry]\nprotocol = "udp"\n',
+            'telemetry.protocol: expected one of "http/protobuf", "grpc", got "udp"',
+        ),
+        (
+            "[service]\nevents_interval = 1e-9\n",
+            "service.events_interval: expected float >= 0.1, got 1e-09",
+        ),
+        (
+            "[service]\nmax_json_depth = 100000\n",
+            "service.max_json_depth: expected int <= 500, got 100000",
+        ),
+        ("[service]\nmax_connections = 0\n", "service.max_connections: expected int >= 1, got 0"),
+        (
+            PROVIDER + 'base_url = "file:///etc/passwd"\n',
+            'providers.p.base_url: expected an http:// or https:// URL, got scheme "file"',
+        ),
+        (
+            PROVIDER + 'base_url = "api.openai.com/v1"\n',
+            'providers.p.base_url: expected an http:// or https:// URL, got scheme ""',
+        ),
+        (
+            PROVIDER + 'base_url = "https://user:hunter2@api.example.com/v1"\n',
+            "providers.p.base_url: must not carry credentials (user:pass@): put the key in the "
+            "variable named by api_key_env",
+        ),
+        (PROVIDER + 'base_url = "http:///v1"\n', "providers.p.base_url: the URL has no host"),
+        (
+            PROVIDER + "[breakers.q]\nfailure_threshold = 3\n",
+            "breakers.q: no provider uses this table: name it like a provider, or set that "
+            'provider\'s breaker = "q" (providers: p)',
+        ),
+    ],
+)
+def test_values_that_cannot_work_are_refused_at_start(text: str, message: str) -> None:
+    assert error_of(text) == message
+    assert "hunter2" not in message
+
+
+def test_a_config_without_routes_is_valid_but_warned_about() -> None:
+    assert config_warnings(parse_config(PROVIDER, environ={})) == [
+        "the configuration has no [routes]: every gateway request will answer 404 "
+        "(providers defined: p)"
+    ]
+    assert config_warnings(load_config(environ={})) == []
+
+
+KEYED = PROVIDER + 'api_key_env = "P_KEY"\n[providers.a]\nkind = "anthropic"\nmodel = "m"\n'
+DEFAULT_KEYS = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}
+
+
+def secrets(environ: dict[str, str]) -> dict[str, str]:
+    return clean_secrets(
+        parse_config(KEYED, environ={}),
+        environ,
+        admin_token_env="BREAKERD_ADMIN_TOKEN",
+        default_key_env=DEFAULT_KEYS,
+    )
+
+
+def test_secrets_lose_surrounding_whitespace_such_as_a_files_trailing_newline() -> None:
+    cleaned = secrets(
+        {
+            "P_KEY": "sk-abc\n",
+            "ANTHROPIC_API_KEY": "  ak-1\r\n",
+            "BREAKERD_ADMIN_TOKEN": " " * 3,
+            "OTHER": " left alone ",
+        }
+    )
+    assert cleaned == {"P_KEY": "sk-abc", "ANTHROPIC_API_KEY": "ak-1", "OTHER": " left alone "}
+
+
+@pytest.mark.parametrize(
+    ("environ", "message"),
+    [
+        (
+            {"P_KEY": "sk-a\nb"},
+            "providers.p.api_key_env (P_KEY): the value holds a space, a control character or "
+            "a non-ASCII character; it cannot be sent in an HTTP header",
+        ),
+        (
+            {"ANTHROPIC_API_KEY": "ak\x00x"},
+            "providers.a.api_key_env (ANTHROPIC_API_KEY): the value holds a space, a control "
+            "character or a non-ASCII character; it cannot be sent in an HTTP header",
+        ),
+        (
+            {"BREAKERD_ADMIN_TOKEN": "my token with spaces"},
+            "BREAKERD_ADMIN_TOKEN: the value holds a space, a control character or a non-ASCII "
+            "character; it cannot be sent in an HTTP header",
+        ),
+        (
+            {"BREAKERD_ADMIN_TOKEN": "short-token\n"},
+            "BREAKERD_ADMIN_TOKEN: the admin token must be at least 16 characters long",
+        ),
+    ],
+)
+def test_unusable_secrets_are_refused_without_showing_them(
+    environ: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        secrets(environ)
+    assert str(caught.value) == message
+
+
 def test_environment_overrides_documented_keys() -> None:
     config = parse_config(
         "[service]\nport = 1\n",
@@ -216,6 +342,23 @@ def test_an_invalid_file_stops_the_service_with_status_2(tmp_path: Path) -> None
     assert result.stderr.strip() == (
         f"breakerd: invalid configuration in {bad}: "
         "breakers.openai.failure_threshold: expected int >= 1, got 0"
+    )
+    assert "Traceback" not in result.stderr
+
+
+def test_a_short_admin_token_stops_the_service_with_status_2() -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BREAKERD_")}
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "--port", "0"],
+        cwd=ROOT,
+        env={**env, "BREAKERD_ADMIN_TOKEN": "tok"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().endswith(
+        "BREAKERD_ADMIN_TOKEN: the admin token must be at least 16 characters long"
     )
     assert "Traceback" not in result.stderr
 

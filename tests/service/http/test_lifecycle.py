@@ -169,7 +169,7 @@ async def test_python_m_service_serves_stops_on_sigterm_and_flushes_telemetry(
     async with otlp_receiver() as (endpoint, received):
         env = clean_environment(
             BREAKERD_TELEMETRY="true",
-            BREAKERD_ADMIN_TOKEN="tok",
+            BREAKERD_ADMIN_TOKEN="tok-0123456789abcdef",
             OTEL_EXPORTER_OTLP_ENDPOINT=endpoint,
             OTEL_METRIC_EXPORT_INTERVAL="600000",  # only the shutdown flush exports
         )
@@ -201,7 +201,7 @@ async def test_python_m_service_serves_stops_on_sigterm_and_flushes_telemetry(
                 chat = {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}
                 async with http.post(f"{base}/v1/chat/completions", json=chat) as response:
                     assert response.status == 200
-                auth = {"Authorization": "Bearer tok"}
+                auth = {"Authorization": "Bearer tok-0123456789abcdef"}
                 for action in ("open", "reset"):  # one outage span
                     async with http.post(
                         f"{base}/breakers/openai_client/{action}", headers=auth
