@@ -1,0 +1,116 @@
+"""The words both formats have, each mapped in one place: stop reasons, token usage and
+tool-call arguments.
+
+Anthropic's ``input_tokens`` leaves out the tokens read from or written to the prompt cache
+(they come as ``cache_read_input_tokens`` and ``cache_creation_input_tokens``); OpenAI's
+``prompt_tokens`` includes the cached ones and reports them in
+``prompt_tokens_details.cached_tokens``.  The two usage functions below convert so that the
+totals agree both ways.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from service.llm.translate.errors import refuse
+
+__all__ = [
+    "arguments_to_input",
+    "chat_usage",
+    "finish_reason",
+    "input_to_arguments",
+    "messages_usage",
+    "stop_reason",
+]
+
+#: Anthropic ``stop_reason`` -> Chat Completions ``finish_reason``.  ``pause_turn`` (a server
+#: tool paused a long turn) only follows server tools, which no translated request carries.
+_FINISH_REASONS = {
+    "end_turn": "stop",
+    "stop_sequence": "stop",
+    "pause_turn": "stop",
+    "max_tokens": "length",
+    "model_context_window_exceeded": "length",
+    "tool_use": "tool_calls",
+    "refusal": "content_filter",
+}
+
+#: Chat Completions ``finish_reason`` -> Anthropic ``stop_reason``.  OpenAI does not say whether
+#: ``stop`` came from a stop sequence, so it is always ``end_turn``; the deprecated
+#: ``function_call`` is a tool call.
+_STOP_REASONS = {
+    "stop": "end_turn",
+    "length": "max_tokens",
+    "tool_calls": "tool_use",
+    "function_call": "tool_use",
+    "content_filter": "refusal",
+}
+
+
+def finish_reason(stop: str | None, *, structured: bool = False) -> str:
+    """The ``finish_reason`` for an Anthropic ``stop_reason``.  With ``structured`` (the request
+    forced the schema tool), the tool call *is* the answer, so ``tool_use`` finishes with
+    ``stop``.  A missing or unknown reason is ``stop`` (the only neutral value the format has)."""
+    if stop == "tool_use" and structured:
+        return "stop"
+    return _FINISH_REASONS.get(stop or "", "stop")
+
+
+def stop_reason(finish: str | None) -> str:
+    """The ``stop_reason`` for a Chat Completions ``finish_reason`` (missing or unknown:
+    ``end_turn``)."""
+    return _STOP_REASONS.get(finish or "", "end_turn")
+
+
+def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """An Anthropic ``usage`` object as Chat Completions ``usage``."""
+    cached = usage.get("cache_read_input_tokens") or 0
+    prompt = (usage.get("input_tokens") or 0) + cached
+    prompt += usage.get("cache_creation_input_tokens") or 0
+    completion = usage.get("output_tokens") or 0
+    out: dict[str, Any] = {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": prompt + completion,
+    }
+    if cached:
+        out["prompt_tokens_details"] = {"cached_tokens": cached}
+    return out
+
+
+def messages_usage(usage: dict[str, Any]) -> dict[str, Any]:
+    """A Chat Completions ``usage`` object as Anthropic ``usage``."""
+    details = usage.get("prompt_tokens_details") or {}
+    cached = details.get("cached_tokens") or 0
+    out: dict[str, Any] = {
+        "input_tokens": max(0, (usage.get("prompt_tokens") or 0) - cached),
+        "output_tokens": usage.get("completion_tokens") or 0,
+    }
+    if cached:
+        out["cache_read_input_tokens"] = cached
+    return out
+
+
+def arguments_to_input(arguments: Any, path: str) -> dict[str, Any]:
+    """Chat Completions tool-call ``arguments`` (a JSON string) as an Anthropic ``input``
+    object.  An empty string is ``{}`` (some clients send it for a tool without parameters);
+    anything that is not a JSON object is refused: Anthropic takes only objects."""
+    if not isinstance(arguments, str):
+        refuse(path, "must be a string of JSON")
+    if not arguments.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(arguments)
+    except msgspec.DecodeError as exc:
+        refuse(path, f"is not valid JSON ({exc})")
+    if not isinstance(value, dict):
+        refuse(path, "must be a JSON object: Anthropic tool input is always an object")
+    return value
+
+
+def input_to_arguments(tool_input: Any) -> str:
+    """An Anthropic tool ``input`` as Chat Completions ``arguments``: compact JSON, keys in
+    the order the model wrote them."""
+    return msgspec.json.encode(tool_input).decode()
