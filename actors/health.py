@@ -179,12 +179,12 @@ class HealthAggregator(Actor):
 
     def _receive(self, message: Any) -> Any:
         match message:
-            case StateChanged(breaker=name, at=at, to_state=state, forced=forced, reason=reason):
+            case StateChanged(breaker=name, at=at, to_state=state, forced=forced):
                 entry = self._entry(name)
                 if at >= entry.entered_at:
                     entry.state, entry.entered_at, entry.forced = state, at, forced
-                    if reason == "reset":
-                        entry.failure_rate = 0.0  # a reset clears the breaker's rate window
+                    if state is CircuitState.CLOSED:
+                        entry.failure_rate = 0.0  # a close starts the rate window afresh
             case CallsRecorded(breaker=name, failure_rate=failure_rate, state=state):
                 entry = self._entry(name)
                 entry.failure_rate = failure_rate

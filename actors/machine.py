@@ -183,7 +183,10 @@ def record_fast_successes(
 
     These carry no generation (see ``actors.breaker``): in CLOSED a success restarts the
     consecutive-failure count; in any other state a success that was admitted while CLOSED is
-    late and only counted.  Only a slow-call policy can make successes open the breaker.
+    late and only counted.  With a rate policy the rates are evaluated as after any outcome
+    (see ``_check_rates``), but once per batch, plus once where the window first holds
+    ``minimum_calls``: successes only lower the failure rate from there, so that is where
+    it peaks.
     """
     count = len(durations) + untimed
     data.total_calls += count
@@ -191,6 +194,34 @@ def record_fast_successes(
     data.last_success_at = now
     if durations:
         data.histogram().record_run(durations)
+    actions: list[Action] = []
+    if data.state is not CLOSED:
+        _window_successes(data, now, config, durations, untimed)
+        return actions
+    data.consecutive_failures = 0
+    if not config.uses_rate_window:
+        _window_successes(data, now, config, durations, untimed)
+        return actions
+    head = config.minimum_calls - _window_totals(data, now, config)[0]
+    if 0 < head < count:
+        timed = min(head, len(durations))
+        _window_successes(data, now, config, durations[:timed], head - timed)
+        _check_rates(data, now, epoch, config, actions)
+        durations, untimed = durations[timed:], untimed - (head - timed)
+    _window_successes(data, now, config, durations, untimed)
+    _check_rates(data, now, epoch, config, actions)
+    return actions
+
+
+def _window_successes(
+    data: BreakerData,
+    now: float,
+    config: CircuitBreakerConfig,
+    durations: list[float],
+    untimed: int,
+) -> None:
+    """Put a run of successes in the rate windows."""
+    count = len(durations) + untimed
     slow_after = config.slow_call_duration
     slow = 0 if slow_after is None else sum(1 for duration in durations if duration > slow_after)
     data.rate_window(config).add(now, count, 0, slow)
@@ -203,12 +234,6 @@ def record_fast_successes(
             # With a slow-call policy every call is timed (untimed == 0).
             for duration in durations[-config.sliding_window_size :]:
                 window.add(CountWindow.SLOW if duration > slow_after else 0)
-    actions: list[Action] = []
-    if data.state is CLOSED:
-        data.consecutive_failures = 0
-        if slow:
-            _check_rates(data, now, epoch, config, actions)
-    return actions
 
 
 def record_fast_rejections(data: BreakerData, count: int) -> None:
@@ -249,10 +274,7 @@ def step(
                         actions.append(StartTimer(deadline, data.generation))
                 elif data.state is CLOSED:
                     data.consecutive_failures = 0
-                    if (
-                        config.slow_call_duration is not None
-                        and duration > config.slow_call_duration
-                    ):
+                    if config.uses_rate_window:
                         _check_rates(data, now, epoch, config, actions)
         case RecordFailure(generation=generation, probe=probe, duration=duration):
             previous_failure_at = data.last_failure_at
@@ -397,17 +419,16 @@ def _check_rates(
     config: CircuitBreakerConfig,
     actions: list[Action],
 ) -> None:
-    """Open a CLOSED breaker whose failure or slow-call rate reached its threshold."""
+    """Open a CLOSED breaker whose failure or slow-call rate reached its threshold.
+
+    Evaluated after every recorded outcome that is not late, successes included (as
+    resilience4j does): the window may reach ``minimum_calls`` on a success, and a time
+    window that forgot old successes may hold a higher rate than before.  The cost stays off
+    the plain path: only configs with a rate policy get here, and the fast path does it once
+    per batch."""
     if data.state is not CLOSED or data.forced or not config.uses_rate_window:
         return
-    if data.cluster_counts is not None:
-        successes, failures, slow = data.cluster_counts
-        calls = successes + failures
-    elif config.sliding_window_size is not None:
-        calls, failures, slow = data.window_of_calls(config).totals()
-    else:
-        successes, failures, slow = data.rate_window(config).totals(now)
-        calls = successes + failures
+    calls, failures, slow = _window_totals(data, now, config)
     if calls < config.minimum_calls:
         return
     threshold = config.failure_rate_threshold
@@ -415,6 +436,19 @@ def _check_rates(
         _transition(data, OPEN, "failure_rate", now, epoch, config, actions)
     elif config.slow_call_duration is not None and slow / calls >= config.slow_call_rate_threshold:
         _transition(data, OPEN, "slow_call_rate", now, epoch, config, actions)
+
+
+def _window_totals(
+    data: BreakerData, now: float, config: CircuitBreakerConfig
+) -> tuple[int, int, int]:
+    """(calls, failures, slow) in the window the rate policies judge."""
+    if data.cluster_counts is not None:
+        successes, failures, slow = data.cluster_counts
+        return successes + failures, failures, slow
+    if config.sliding_window_size is not None:
+        return data.window_of_calls(config).totals()
+    successes, failures, slow = data.rate_window(config).totals(now)
+    return successes + failures, failures, slow
 
 
 def _request_lease(data: BreakerData, actions: list[Action]) -> None:
@@ -536,8 +570,14 @@ def _transition(
     elif to_state is HALF_OPEN and config.max_half_open_duration is not None:
         actions.append(StartTimer(now + config.max_half_open_duration, data.generation))
     elif to_state is CLOSED:
+        # A closed breaker starts with fresh metrics (as in resilience4j): the outage's
+        # failures must not count against the recovered upstream.  Outcomes of calls admitted
+        # before the close still arrive late; they land in the new windows but, being late,
+        # never trip the breaker themselves.
         data.consecutive_failures = 0
         data.break_duration = None
+        data.window = None
+        data.count_window = None
     actions.append(
         Publish(
             StateChanged(

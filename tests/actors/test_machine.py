@@ -766,3 +766,145 @@ def test_snapshot_fields_follow_the_story() -> None:
 def test_snapshot_direct_matches_step() -> None:
     data = opened(T0)
     assert snapshot(data, T0 + 1, EPOCH + T0 + 1, CONFIG) == metrics(data, T0 + 1)
+
+
+# -- rate policies: evaluated after every outcome (issue 13, item 11) ------------------------
+
+RATE = {"failure_threshold": 100, "failure_rate_threshold": 0.75, "minimum_calls": 4}
+SLOW_RATE = {
+    "failure_threshold": 100,
+    "slow_call_duration": 1.0,
+    "slow_call_rate_threshold": 0.75,
+    "minimum_calls": 4,
+}
+WINDOWS = {"time": {"monitoring_window": 20.0}, "count": {"sliding_window_size": 4}}
+
+
+def feed(
+    data: BreakerData, outcomes: str, config: CircuitBreakerConfig, now: float = T0
+) -> list[StateChanged]:
+    """F: failure, S: success, W: slow success (2 s), s: fast success by the batched hot path.
+    Returns the events published."""
+    events: list[StateChanged] = []
+    for outcome in outcomes:
+        if outcome == "s":
+            actions = record_fast_successes(data, [0.01], now, EPOCH + now, config)
+        else:
+            duration = 2.0 if outcome == "W" else 0.01
+            message: Command = (
+                RecordFailure(generation=data.generation, probe=False, duration=duration)
+                if outcome == "F"
+                else RecordSuccess(generation=data.generation, probe=False, duration=duration)
+            )
+            actions = run(data, message, now, config)[1]
+        events += published(actions)
+    return events
+
+
+@pytest.mark.parametrize("window", ["time", "count"])
+@pytest.mark.parametrize(
+    ("policy", "outcomes", "reason"),
+    [
+        (RATE, "FFFS", "failure_rate"),  # the 4th call is a success: 3/4 reached on it
+        (RATE, "FFFs", "failure_rate"),  # the same through the batched hot path
+        (RATE, "FFS", None),  # below minimum_calls
+        (RATE, "FFSS", None),  # 2/4 < 0.75
+        (RATE, "SFFF", "failure_rate"),  # reached on a failure, as before
+        (SLOW_RATE, "WWWS", "slow_call_rate"),  # three slow calls, then one fast
+        (SLOW_RATE, "WWWs", "slow_call_rate"),
+        (SLOW_RATE, "WWSS", None),
+        (SLOW_RATE, "SWWW", "slow_call_rate"),
+    ],
+)
+def test_a_rate_reached_on_any_outcome_opens_the_breaker(
+    window: str, policy: dict[str, Any], outcomes: str, reason: str | None
+) -> None:
+    config = CircuitBreakerConfig(**policy, **WINDOWS[window])
+    data = BreakerData("m")
+    events = feed(data, outcomes, config)
+    assert [event.reason for event in events] == ([reason] if reason else [])
+    assert data.state is (OPEN if reason else CLOSED)
+
+
+@pytest.mark.parametrize("window", ["time", "count"])
+def test_a_batch_of_successes_opens_where_the_window_first_holds_minimum_calls(
+    window: str,
+) -> None:
+    # Rates peak where the window reaches minimum_calls: 3/4 there, 3/6 after the batch.
+    shape = {"sliding_window_size": 6} if window == "count" else WINDOWS[window]
+    config = CircuitBreakerConfig(**RATE, **shape)
+    data = BreakerData("m")
+    feed(data, "FFF", config)
+    actions = record_fast_successes(data, [0.01, 0.01, 0.01], T0, EPOCH + T0, config)
+    assert [event.reason for event in published(actions)] == ["failure_rate"]
+    assert data.state is OPEN
+    assert data.successful_calls == 3  # all counted; those after the trip are late
+
+
+def test_a_success_in_a_time_window_that_forgot_old_successes_opens() -> None:
+    config = CircuitBreakerConfig(**RATE, monitoring_window=10.0)
+    data = BreakerData("m")
+    feed(data, "SSSSSS", config, T0)
+    feed(data, "FFF", config, T0 + 5)  # 3/9
+    assert data.state is CLOSED
+    events = feed(data, "S", config, T0 + 10)  # the first six have left: 3/4
+    assert [event.reason for event in events] == ["failure_rate"]
+
+
+def test_forced_closed_never_opens_on_a_rate_reached_on_a_success() -> None:
+    config = CircuitBreakerConfig(**RATE)
+    data = BreakerData("m")
+    run(data, ForceClose(), T0, config)
+    assert feed(data, "FFFS", config) == []
+    assert data.state is CLOSED
+
+
+# -- recovery starts a closed breaker with fresh windows (issue 13, item 12) ----------------
+
+RECOVERY = {
+    "failure_threshold": 100,
+    "failure_rate_threshold": 0.5,
+    "success_threshold": 1,
+    "timeout_duration": 10.0,
+}
+
+
+def recovered(config: CircuitBreakerConfig) -> tuple[BreakerData, float, int]:
+    """A breaker opened by its failure rate and closed by a probe; returns it, the time of
+    the close, and the generation of a call admitted before the outage."""
+    data = BreakerData("m")
+    before = data.generation
+    feed(data, "SFF", config)  # 2/3: OPEN by rate
+    assert data.state is OPEN
+    later = T0 + config.timeout_duration
+    run(data, StateTimerFired(generation=data.generation), later, config)
+    assert admit(data, later, config).probe
+    events = published(succeed(data, later, probe=True, config=config))
+    assert [(event.to_state, event.reason) for event in events] == [(CLOSED, "probes_succeeded")]
+    return data, later, before
+
+
+@pytest.mark.parametrize("window", [{}, {"sliding_window_size": 10}])
+def test_a_recovered_breaker_starts_with_fresh_windows(window: dict[str, Any]) -> None:
+    config = CircuitBreakerConfig(**RECOVERY, minimum_calls=2, **window)
+    data, later, _ = recovered(config)
+    assert metrics(data, later, config).failure_rate == 0.0
+    # One failure right after recovery: the window holds 1 < minimum_calls calls, not the
+    # outage's failures as well.
+    assert published(fail(data, later, config=config)) == []
+    assert data.state is CLOSED
+    assert metrics(data, later, config).failure_rate == 1.0
+    assert data.failed_calls == 3  # the counters since the last reset are kept
+
+
+@pytest.mark.parametrize("window", [{}, {"sliding_window_size": 10}])
+def test_a_late_failure_after_recovery_is_counted_but_never_reopens(
+    window: dict[str, Any],
+) -> None:
+    config = CircuitBreakerConfig(**RECOVERY, minimum_calls=1, **window)
+    data, later, before = recovered(config)
+    assert published(fail(data, later, generation=before, config=config)) == []
+    assert data.state is CLOSED
+    assert metrics(data, later, config).failure_rate == 1.0  # in the new window
+    events = published(fail(data, later, config=config))  # a current failure judges it
+    assert [event.reason for event in events] == ["failure_rate"]

@@ -142,9 +142,11 @@ class Model:
         self.open_until = self.now + self.next_break(reason) if opening else None
         limit = self.config.max_half_open_duration
         self.half_open_until = self.now + limit if to is HALF_OPEN and limit else None
-        if to is CLOSED:
+        if to is CLOSED:  # a closed breaker starts with fresh windows
             self.consecutive = 0
             self.break_duration = None
+            self.rated = []
+            self.calls.clear()
 
     def next_break(self, reason: str) -> float:
         base = self.config.timeout_duration
@@ -229,7 +231,7 @@ class Model:
         if kind == "success":
             self.counts["success"] += 1
             self.last_success = self.now
-            slow = self.rate(False, duration)
+            self.rate(False, duration)
             if probe and current:
                 self.probes -= 1
                 self.probe_successes += 1
@@ -242,8 +244,7 @@ class Model:
                 # A success admitted by the plain CLOSED gate carries no epoch: whenever it
                 # lands in CLOSED it restarts the consecutive count.
                 self.consecutive = 0
-                if slow:
-                    self.check_rates()
+                self.check_rates()  # after every outcome, successes included
         elif kind == "failure":
             self.counts["failure"] += 1
             previous, self.last_failure = self.last_failure, self.now
