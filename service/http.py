@@ -2,7 +2,9 @@
 
 Routes (all JSON bodies encoded with msgspec)::
 
-    GET  /health                      health summary; 200 healthy/degraded, 503 failed/error
+    GET  /livez                       liveness: 200 while HTTP is served and the actors run
+    GET  /readyz                      readiness: 200 when every route can be served now, else 503
+    GET  /health                      health summary; 503 per [health] fail_on (service.probes)
     GET  /breakers                    every breaker's metrics snapshot
     GET  /breakers/{name}             one breaker's snapshot (404 for an unknown name)
     POST /breakers/{name}/reset       admin: back to CLOSED, counts cleared
@@ -37,7 +39,13 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
-from aiohttp import web
+
+from actors.extras import missing_extra
+
+try:
+    from aiohttp import web
+except ImportError as exc:  # the core install: no HTTP service
+    raise missing_extra("aiohttp", "service", "breakerd's HTTP service") from exc
 
 from actors.breaker import Breaker
 from actors.bus import EventBus
@@ -55,6 +63,7 @@ from service.llm_client import (
     RateLimitError,
 )
 from service.monitor import get_circuit_breaker_monitor
+from service.probes import Readiness, alive, health_status, no_routes
 
 logger = logging.getLogger("service.http")
 
@@ -69,6 +78,7 @@ EVENTS_BUFFER = 1024
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 HealthSource = Callable[[], Awaitable[Mapping[str, Any]]]
+ReadinessSource = Callable[[], Awaitable[Readiness]]
 
 
 # -- errors: the one mapping -------------------------------------------------------------------
@@ -360,12 +370,29 @@ async def _monitor_health() -> Mapping[str, Any]:
 
 
 _HEALTH: web.AppKey[HealthSource] = web.AppKey("health")
+_READINESS: web.AppKey[ReadinessSource] = web.AppKey("readiness")
+_CONFIG = web.AppKey("config", ServiceConfig)
 
 
 async def _get_health(request: web.Request) -> web.Response:
-    summary = await request.app[_HEALTH]()
-    status = 503 if summary.get("overall_health") in ("failed", "error") else 200
+    """The detailed report; 503 only as ``[health] fail_on`` says (or when the service itself
+    is broken: then the monitor raises and the error middleware answers 500)."""
+    summary = dict(await request.app[_HEALTH]())
+    ready = await request.app[_READINESS]()
+    summary["readiness"] = ready
+    status = health_status(request.app[_CONFIG].health.fail_on, summary, ready)
     return json_response(summary, status=status)
+
+
+async def _get_livez(request: web.Request) -> web.Response:
+    if not alive():
+        return json_response({"live": False, "reason": "actor system closed"}, status=503)
+    return json_response({"live": True})
+
+
+async def _get_readyz(request: web.Request) -> web.Response:
+    ready = await request.app[_READINESS]()
+    return json_response(ready, status=200 if ready.ready else 503)
 
 
 # -- /events -----------------------------------------------------------------------------------
@@ -468,13 +495,15 @@ def create_app(
     admin_token: str | None,
     chat_completions: Handler | None = None,
     health: HealthSource = _monitor_health,
+    readiness: ReadinessSource = no_routes,
     bus: EventBus | None = None,
 ) -> web.Application:
     """Build the service's aiohttp application.
 
     ``admin_token``: the bearer token for the admin endpoints (None or empty: disabled).
     ``chat_completions``: the gateway's handler (None: the route answers 404 like any unknown
-    path).  ``health`` and ``bus`` default to the process-wide monitor and event bus.
+    path).  ``health`` and ``bus`` default to the process-wide monitor and event bus;
+    ``readiness`` (``service.probes.RouteProbe.check``) to "no routes, ready".
     """
     app = web.Application(
         client_max_size=config.service.max_body_bytes, middlewares=[_errors, _admin_only]
@@ -482,8 +511,12 @@ def create_app(
     app[_AUTH] = AdminAuth(admin_token)
     app[_BODY_LIMIT] = config.service.max_body_bytes
     app[_HEALTH] = health
+    app[_READINESS] = readiness
+    app[_CONFIG] = config
     app[_STREAMS] = EventStreams(bus or get_event_bus(), config.service.events_interval)
     router = app.router
+    router.add_get("/livez", _get_livez)
+    router.add_get("/readyz", _get_readyz)
     router.add_get("/health", _get_health)
     router.add_get("/breakers", _get_breakers)
     router.add_get("/events", _get_events)

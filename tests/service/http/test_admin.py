@@ -109,7 +109,9 @@ async def test_without_a_configured_token_admin_is_disabled_and_says_how_to_enab
         assert status == 200  # reading needs no token
 
 
-async def test_health_follows_the_worst_breaker(harness: Harness) -> None:
+async def test_health_reports_the_worst_breaker_and_fails_only_when_a_route_cannot_be_served(
+    harness: Harness,
+) -> None:
     # The registry is process-wide: start from every breaker closed and clean.
     await get_circuit_breaker_monitor().reset_all_circuit_breakers_async()
     status, body, _ = await harness.request("GET", "/health")
@@ -117,9 +119,17 @@ async def test_health_follows_the_worst_breaker(harness: Harness) -> None:
     assert body["overall_health"] == "healthy"
     assert body["circuit_breakers"][harness.a]["status"] == "healthy"
 
+    # b is only a fallback: every route is still served, so an open b is no failure.
+    await harness.request("POST", f"/breakers/{harness.b}/open", token=TOKEN)
+    status, body, _ = await harness.request("GET", "/health")
+    assert (status, body["overall_health"]) == (200, "failed")
+    await harness.request("POST", f"/breakers/{harness.b}/reset", token=TOKEN)
+
+    # a is the only provider of route "solo": that route cannot be served.
     await harness.request("POST", f"/breakers/{harness.a}/open", token=TOKEN)
     status, body, _ = await harness.request("GET", "/health")
     assert status == 503
+    assert [entry["route"] for entry in body["readiness"]["unservable"]] == ["solo"]
     assert body["overall_health"] == "failed"
     assert body["circuit_breakers"][harness.a] == {
         "state": "open",
