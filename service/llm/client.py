@@ -4,16 +4,17 @@ How a call goes (``complete_async`` and ``stream_async`` alike):
 
 1. The messages are validated and every provider in the chain is checked for a key, a base
    URL and a model, before anything is sent (a configuration mistake is loud and immediate).
-2. Each provider is tried in order, through its own breaker (``<name>_client`` in the
-   registry, shared by every client of that provider).  A rejection by an open breaker, or a
-   failure the breaker counts (5xx, timeouts, resets, malformed answers), passes the call to
-   the next provider.  Any other error (rate limit, invalid request, bad key) is raised at
-   once: another provider would not make it right, and hiding it would hide the caller's bug.
-3. When no provider answered, the last provider's outcome decides: its error is raised (with
-   the earlier ones as notes), and if its breaker rejected the call the answer is the fallback
-   text (``is_fallback=True``), or :class:`CircuitOpenAPIError` with ``use_fallback=False``.
-   With one provider this is exactly the seed's behaviour: an open breaker gives the fallback
-   text, a failure that has not opened it yet is raised.
+2. Each provider is tried in order by the chain (``service.llm.chain``: its breaker,
+   ``<name>_client`` in the registry and shared by every client of that provider, its
+   rate-limit cooldown and its connection slots).  A rejection, a cooldown, a 429 (unless
+   ``fallback_on_rate_limit=False``), local saturation, or a failure the breaker counts (5xx,
+   timeouts, resets, malformed answers) passes the call to the next provider.  Any other
+   error (invalid request, bad key) is raised at once: another provider would not make it
+   right, and hiding it would hide the caller's bug.
+3. When no provider answered: every provider open or cooling gives the soonest retry time
+   (a ``RateLimitError`` when all cool down); otherwise the last failure is raised with the
+   earlier ones as notes.  An open breaker's rejection becomes the fallback text
+   (``is_fallback=True``), or :class:`CircuitOpenAPIError` with ``use_fallback=False``.
 
 A stream commits to a provider when its first delta arrives: before that, the chain applies
 as above; after it, a failure is raised from the iteration (and counted by that provider's
@@ -22,20 +23,20 @@ breaker, which guards the whole stream, from the request to the end marker).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import weakref
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from types import TracebackType
 from typing import Any
 
-import aiohttp
 import anyio.to_thread
 
 from actors.breaker import Breaker
-from actors.errors import CallTimeoutError, CircuitBreakerOpenError, ConfigurationError
+from actors.errors import ConfigurationError
 from actors.system import ActorSystem, default_system
 from service.circuit_breaker import CircuitBreakerConfig, get_circuit_breaker
+from service.llm.chain import Chain, Link
+from service.llm.cooldown import cooldown_for
 from service.llm.errors import (
     APIError,
     AuthenticationError,
@@ -43,14 +44,15 @@ from service.llm.errors import (
     InvalidRequestError,
     NetworkTimeoutError,
     ProviderConfigurationError,
+    ProviderSaturatedError,
     RateLimitError,
     ServiceUnavailableError,
 )
 from service.llm.facade import LoopThread
 from service.llm.provider import Provider
-from service.llm.schema import ChatRequest, LLMResponse, StreamResult, build_request
+from service.llm.schema import ChatRequest, Delta, LLMResponse, StreamResult, build_request
 from service.llm.sessions import SessionPool
-from service.llm.settings import ProviderOptions, ProviderSettings
+from service.llm.settings import DEFAULT_POOL_SIZE, ProviderOptions, ProviderSettings
 from service.llm.stream import LLMStream
 
 logger = logging.getLogger("service.llm")
@@ -67,12 +69,13 @@ LLM_EXPECTED_EXCEPTIONS: tuple[type[BaseException], ...] = (
     NetworkTimeoutError,
 )
 #: ...except the caller's own: its quota, its bad request, its bad key or configuration (see
-#: the errors module for why a bad key is not the provider's fault).
+#: the errors module for why a bad key is not the provider's fault), and our own saturation.
 LLM_IGNORED_EXCEPTIONS: tuple[type[BaseException], ...] = (
     RateLimitError,
     InvalidRequestError,
     AuthenticationError,
     ProviderConfigurationError,
+    ProviderSaturatedError,
 )
 
 
@@ -87,74 +90,6 @@ def llm_breaker_config(**fields: Any) -> CircuitBreakerConfig:
 
 
 DEFAULT_BREAKER_CONFIG = llm_breaker_config()
-
-
-class _Route:
-    """One provider of the chain and its breaker (None when breakers are disabled)."""
-
-    __slots__ = ("breaker", "provider")
-
-    def __init__(self, provider: Provider, breaker: Breaker | None) -> None:
-        self.provider = provider
-        self.breaker = breaker
-
-    @property
-    def name(self) -> str:
-        return self.provider.name
-
-    @property
-    def settings(self) -> ProviderSettings:
-        return self.provider.settings
-
-    def passes_on(self, error: APIError) -> bool:
-        """Whether ``error`` hands the call to the next provider: a rejection, or a failure
-        this provider's breaker counts (the default policy when breakers are disabled)."""
-        if isinstance(error, CircuitOpenAPIError):
-            return True
-        config = self.breaker.config if self.breaker is not None else DEFAULT_BREAKER_CONFIG
-        return config.counts_as_failure(error)
-
-    async def complete(
-        self,
-        session: aiohttp.ClientSession,
-        request: ChatRequest,
-        model: str,
-        timeout: float | None,
-    ) -> LLMResponse:
-        provider, breaker = self.provider, self.breaker
-        if breaker is None:
-            return await provider.complete(session, request, model, timeout)
-        try:
-            return await breaker.call_async(provider.complete, session, request, model, timeout)
-        except CircuitBreakerOpenError as exc:
-            raise CircuitOpenAPIError.from_rejection(provider.name, exc) from None
-        except CallTimeoutError as exc:
-            raise NetworkTimeoutError(str(exc), provider=provider.name) from exc
-
-    async def stream(
-        self,
-        session: aiohttp.ClientSession,
-        request: ChatRequest,
-        model: str,
-        timeout: float | None,
-        into: StreamResult,
-    ) -> AsyncGenerator[str, None]:
-        provider, breaker = self.provider, self.breaker
-        deltas = provider.stream(session, request, model, timeout, into)
-        if breaker is None:
-            async with contextlib.aclosing(deltas):
-                async for delta in deltas:
-                    yield delta
-            return
-        try:
-            # Admission before the request; the outcome when the stream ends or breaks.
-            async with breaker.guarded_async(), contextlib.aclosing(deltas):
-                async for delta in deltas:
-                    yield delta
-        except CircuitBreakerOpenError as exc:
-            raise CircuitOpenAPIError.from_rejection(provider.name, exc) from None
-        except CallTimeoutError as exc:
-            raise NetworkTimeoutError(str(exc), provider=provider.name) from exc
 
 
 def _breaker(name: str, config: CircuitBreakerConfig | None, system: ActorSystem | None) -> Breaker:
@@ -191,30 +126,21 @@ class LLMClient:
     first provider's breaker and work anywhere.  ``stream_async`` has no sync twin.
     """
 
-    def __init__(
-        self,
-        routes: Sequence[_Route],
-        *,
-        fallback_text: str,
-        max_connections: int,
-    ) -> None:
-        if not routes:
-            raise ValueError("an LLM client needs at least one provider")
-        self._routes = tuple(routes)
-        self._primary = self._routes[0]
+    def __init__(self, chain: Chain, *, fallback_text: str) -> None:
+        self.chain = chain
+        self._primary = chain.links[0]
         self.fallback_text = fallback_text
-        self._sessions = SessionPool(max_connections)
+        self.sessions = SessionPool()
         self._facade = LoopThread(
-            f"llm-client-{self._primary.name}", on_stop=self._sessions.release_current
+            f"llm-client-{self._primary.name}", on_stop=self.sessions.release_current
         )
-        self._finalizer = weakref.finalize(self, _release, self._sessions, self._facade)
+        self._finalizer = weakref.finalize(self, _release, self.sessions, self._facade)
 
     def __repr__(self) -> str:
         breaker = self._primary.breaker
-        chain = [route.name for route in self._routes]
         return (
-            f"<LLMClient {self.provider!r} model={self.model!r} chain={chain} "
-            f"breaker={breaker!r} sessions={len(self._sessions)}>"
+            f"<LLMClient {self.provider!r} model={self.model!r} chain={self.providers} "
+            f"breaker={breaker!r} sessions={len(self.sessions)}>"
         )
 
     @property
@@ -225,12 +151,12 @@ class LLMClient:
     @property
     def providers(self) -> list[str]:
         """The chain's provider names, first to last."""
-        return [route.name for route in self._routes]
+        return [link.name for link in self.chain.links]
 
     @property
     def model(self) -> str | None:
         """The first provider's default model."""
-        return self._primary.settings.model
+        return self._primary.model
 
     @property
     def circuit_breaker(self) -> Breaker | None:
@@ -239,16 +165,16 @@ class LLMClient:
 
     # -- calls -------------------------------------------------------------------------------
 
-    def _prepare(
-        self, messages: Sequence[Mapping[str, Any]], model: str | None, params: Mapping[str, Any]
-    ) -> tuple[ChatRequest, list[str]]:
-        request = build_request(messages, params, provider=self.provider)
-        models = []
-        for index, route in enumerate(self._routes):
-            route.settings.check()
-            # A model named in the call is the first provider's: other providers use their own.
-            models.append(route.settings.model_for(model if index == 0 else None))
-        return request, models
+    def check(self, model: str | None) -> dict[Link, str]:
+        """Check every provider of the chain can be called; the model each one sends (a
+        model named in the call is the first provider's: the others use their own)."""
+        models = {}
+        for link in self.chain.links:
+            link.provider.settings.check()
+            models[link] = link.provider.settings.model_for(
+                model if link is self._primary else None
+            )
+        return models
 
     async def complete_async(
         self,
@@ -259,26 +185,32 @@ class LLMClient:
         timeout: float | None = None,
         **params: Any,
     ) -> LLMResponse:
-        """One answer to ``messages`` (``[{"role": ..., "content": ...}, ...]``).
+        """One answer to ``messages`` (Chat Completions messages: ``system``, ``developer``,
+        ``user``, ``assistant`` with ``tool_calls``, ``tool`` with ``tool_call_id``).
 
         ``model`` overrides the first provider's model; ``timeout`` (seconds for the whole
-        answer) each provider's; ``params`` (``temperature``, ``max_tokens``, ...) go into the
-        request body of every provider tried.  Returns the answer, or the fallback text as
-        described in the module docstring.  Raises :class:`APIError` subclasses only (and
+        answer) each provider's; ``params`` (``temperature``, ``tools``, ``tool_choice``,
+        ``response_format``, ...) go into the request body of every provider tried: as they
+        are for Chat Completions providers, translated for Anthropic (a parameter with no
+        counterpart there raises :class:`InvalidRequestError` naming it).  Returns the answer
+        (with ``tool_calls`` when the model called tools), or the fallback text as described
+        in the module docstring.  Raises :class:`APIError` subclasses only (and
         ``RuntimeError`` once the client is closed).
         """
-        request, models = self._prepare(messages, model, params)
-        session = self._sessions.get()
-        failures: list[APIError] = []
-        for route, chosen in zip(self._routes, models, strict=True):
-            try:
-                return await route.complete(session, request, chosen, timeout)
-            except APIError as exc:
-                if not route.passes_on(exc):
-                    raise
-                failures.append(exc)
-                logger.debug("%s did not answer: %r", route.name, exc)
-        return self._no_answer(failures, use_fallback, models[0])
+        request = build_request(messages, params, provider=self.provider)
+        models = self.check(model)
+        session = self.sessions.get()
+
+        async def attempt(link: Link) -> LLMResponse:
+            return await link.provider.complete(session, request, models[link], timeout)
+
+        try:
+            response, _ = await self.chain.call(attempt, DEFAULT_BREAKER_CONFIG)
+        except CircuitOpenAPIError:
+            if not use_fallback:
+                raise
+            return self._fallback(models)
+        return response
 
     def complete(
         self,
@@ -305,15 +237,19 @@ class LLMClient:
         timeout: float | None = None,
         **params: Any,
     ) -> LLMStream:
-        """The answer as text deltas: ``async for delta in client.stream_async(messages)``.
+        """The answer as deltas: ``async for delta in client.stream_async(messages)``.
 
+        Each delta is a text ``str`` or, when the model calls tools, a
+        :class:`~service.llm.schema.ToolCallDelta` (Chat Completions order: index, id and
+        name first, then argument fragments); ``stream.tool_calls`` has them assembled.
         Same arguments and chain as :meth:`complete_async`, except that ``timeout`` bounds
         each read rather than the whole stream.  Invalid messages and configuration problems
         raise here; everything else is raised from the iteration.  An open breaker rejects
         before any request; with the fallback text the stream yields it as one delta and
         ``stream.is_fallback`` is True.
         """
-        request, models = self._prepare(messages, model, params)
+        request = build_request(messages, params, provider=self.provider)
+        models = self.check(model)
         stream = LLMStream()
         stream._attach(self._stream(stream, request, models, use_fallback, timeout))
         return stream
@@ -322,64 +258,65 @@ class LLMClient:
         self,
         stream: LLMStream,
         request: ChatRequest,
-        models: list[str],
+        models: dict[Link, str],
         use_fallback: bool,
         timeout: float | None,
-    ) -> AsyncGenerator[str, None]:
-        session = self._sessions.get()
-        failures: list[APIError] = []
-        for route, chosen in zip(self._routes, models, strict=True):
+    ) -> AsyncGenerator[Delta, None]:
+        session = self.sessions.get()
+        results: dict[Link, StreamResult] = {}
+
+        def items(link: Link) -> AsyncGenerator[Delta, None]:
+            result = results[link] = StreamResult()
+            return link.provider.stream(session, request, models[link], timeout, result)
+
+        try:
+            link, source, first = await self.chain.stream(items, DEFAULT_BREAKER_CONFIG)
+        except CircuitOpenAPIError:
+            if not use_fallback:
+                raise
+            response = self._fallback(models)
             result = StreamResult()
-            deltas = route.stream(session, request, chosen, timeout, result)
-            async with contextlib.aclosing(deltas):
-                try:
-                    first = await anext(deltas)
-                except StopAsyncIteration:  # a complete answer with no text
-                    stream._answered_by(route.name, result, fallback=False)
-                    stream._completed()
-                    return
-                except APIError as exc:
-                    if not route.passes_on(exc):
-                        raise
-                    failures.append(exc)
-                    logger.debug("%s did not stream: %r", route.name, exc)
-                    continue
-                stream._answered_by(route.name, result, fallback=False)
-                yield first
-                async for delta in deltas:
-                    yield delta
+            result.model = response.model
+            stream._answered_by(response.provider, result, fallback=True)
+            yield response.content or ""
             stream._completed()
             return
-        response = self._no_answer(failures, use_fallback, models[0])
-        result = StreamResult()
-        result.model = response.model
-        stream._answered_by(response.provider, result, fallback=True)
-        yield response.content
+        stream._answered_by(link.name, results[link], fallback=False)
+        try:
+            for delta in first:
+                yield delta
+            async for delta in source:
+                yield delta
+        finally:
+            await source.aclose()
         stream._completed()
 
-    def _no_answer(self, failures: list[APIError], use_fallback: bool, model: str) -> LLMResponse:
-        """No provider answered: the fallback text, or the last failure raised."""
-        last = failures[-1]
-        if use_fallback and isinstance(last, CircuitOpenAPIError):
-            logger.debug("no provider available; answering with the fallback text")
-            return LLMResponse(
-                content=self.fallback_text, model=model, provider=self.provider, is_fallback=True
-            )
-        for earlier in failures[:-1]:
-            last.add_note(f"tried before: {earlier!r}")
-        raise last
+    def _fallback(self, models: dict[Link, str]) -> LLMResponse:
+        logger.debug("no provider available; answering with the fallback text")
+        return LLMResponse(
+            content=self.fallback_text,
+            model=models[self._primary],
+            provider=self.provider,
+            is_fallback=True,
+        )
+
+    def _metrics(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        return metrics | self._primary.cooldown.snapshot()
 
     # -- management (the first provider's breaker; a no-op without one) ------------------------
 
     def get_circuit_breaker_metrics(self) -> dict[str, Any] | None:
-        """The breaker's metrics as a dict (``state``, ``failure_rate``, counts, ...), or None
-        when breakers are disabled."""
+        """The breaker's metrics as a dict (``state``, ``failure_rate``, counts, ...) with the
+        provider's rate-limit cooldown (``cooldown_remaining``, ``rate_limited``,
+        ``cooldown_skipped``), or None when breakers are disabled."""
         breaker = self._primary.breaker
-        return breaker.get_metrics() if breaker is not None else None
+        return self._metrics(breaker.get_metrics()) if breaker is not None else None
 
     async def get_circuit_breaker_metrics_async(self) -> dict[str, Any] | None:
         breaker = self._primary.breaker
-        return await breaker.get_metrics_async() if breaker is not None else None
+        if breaker is None:
+            return None
+        return self._metrics(await breaker.get_metrics_async())
 
     def reset_circuit_breaker(self) -> None:
         """Back to CLOSED, counts cleared."""
@@ -419,7 +356,7 @@ class LLMClient:
         ``RuntimeError``.  Idempotent."""
         if not self._finalizer.alive:
             return
-        await self._sessions.aclose()
+        await self.sessions.aclose()
         if self._facade.running:
             await anyio.to_thread.run_sync(self._facade.close)
         self._finalizer()
@@ -460,20 +397,25 @@ def get_llm_client(
     fallback_text: str = DEFAULT_FALLBACK_TEXT,
     circuit_breaker_config: CircuitBreakerConfig | None = None,
     system: ActorSystem | None = None,
-    max_connections: int = 16,
+    max_connections: int = DEFAULT_POOL_SIZE,
+    fallback_on_rate_limit: bool = True,
     **options: Any,
 ) -> LLMClient:
     """A new client for ``provider`` (``"openai"``, ``"anthropic"``, ``"openai_compatible"``).
 
     ``options`` are the provider's (see :class:`~service.llm.settings.ProviderOptions`:
     ``api_key``, ``api_key_env``, ``base_url``, ``model``, ``timeout``, ``connect_timeout``,
-    ``max_tokens``, ``name``), read together with the environment now.
+    ``max_tokens``, ``name``, ``pool_size``, ``pool_timeout``), read together with the
+    environment now.
     ``fallback_providers`` lists the next providers to try, each a provider name (configured
     from the environment) or a mapping of the same options with a ``"provider"`` key.
     ``circuit_breaker_config`` applies to each provider's breaker when the registry first
     creates it (default: :data:`DEFAULT_BREAKER_CONFIG`; build others with
     :func:`llm_breaker_config`); ``system`` takes the breakers from that actor system instead
-    of the process-wide registry.  ``max_connections`` bounds the connection pool per loop.
+    of the process-wide registry.  ``max_connections`` is the ``pool_size`` of every provider
+    that sets none (connections to it at once, per loop; see ``ProviderOptions``).
+    ``fallback_on_rate_limit``: a 429 (or a provider cooling down after one) moves the call on
+    to the next provider (default); False raises the ``RateLimitError`` at once.
 
     Raises ``ConfigurationError`` (a ``ValueError``) for an invalid option, naming it, and
     ``ValueError`` when an existing breaker has a different config.  A missing key is not
@@ -498,7 +440,7 @@ def get_llm_client(
                 f"got {type(entry).__name__}"
             )
         specs.append(ProviderOptions.parse(entry, where=where))
-    settings = [ProviderSettings.resolve(spec) for spec in specs]
+    settings = [ProviderSettings.resolve(spec, pool_size=max_connections) for spec in specs]
     names = [item.name for item in settings]
     for index, name in enumerate(names[1:]):
         if name in names[: index + 1]:
@@ -506,13 +448,28 @@ def get_llm_client(
                 f"fallback_providers[{index}]: {name!r} is already in the chain; "
                 "give it another name=..."
             )
-    routes = [
-        _Route(
-            Provider(item),
-            _breaker(f"{item.name}_client", circuit_breaker_config, system)
-            if enable_circuit_breaker
-            else None,
+    links = [
+        _link(
+            item,
+            circuit_breaker_config if enable_circuit_breaker else None,
+            system,
+            guarded=enable_circuit_breaker,
         )
         for item in settings
     ]
-    return LLMClient(routes, fallback_text=fallback_text, max_connections=max_connections)
+    chain = Chain(links, fallback_on_rate_limit=fallback_on_rate_limit)
+    return LLMClient(chain, fallback_text=fallback_text)
+
+
+def _link(
+    settings: ProviderSettings,
+    config: CircuitBreakerConfig | None,
+    system: ActorSystem | None,
+    *,
+    guarded: bool,
+) -> Link:
+    """A chain link for ``settings``: its provider, breaker (when ``guarded``) and cooldown."""
+    name = f"{settings.name}_client"
+    breaker = _breaker(name, config, system) if guarded else None
+    registry = system if system is not None else default_system()
+    return Link(Provider(settings), breaker, cooldown_for(registry, name), settings.model)

@@ -37,6 +37,7 @@ __all__ = [
     "MalformedResponseError",
     "NetworkTimeoutError",
     "ProviderConfigurationError",
+    "ProviderSaturatedError",
     "RateLimitError",
     "ServiceUnavailableError",
     "error_for_status",
@@ -63,6 +64,9 @@ class APIError(Exception):
         self.message = message
         self.provider = provider
         self.status = status
+        #: The provider's error answer as it came (key redacted), for a gateway that passes
+        #: a provider's 4xx on to its client unchanged; None when there was no HTTP answer.
+        self.upstream_body: bytes | None = None
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None else ""
@@ -127,6 +131,16 @@ class InvalidRequestError(APIError):
 class MalformedResponseError(APIError):
     """The provider answered 2xx but the answer breaks its wire format: invalid JSON, a missing
     field, a stream that ended without its end marker.  Counted by the breaker."""
+
+
+class ProviderSaturatedError(APIError):
+    """Every connection slot of this provider stayed busy for ``pool_timeout`` seconds: the
+    limit is ours (``pool_size``), the provider was not even asked.
+
+    Never a breaker outcome (the slot is taken before the breaker admits the call), so local
+    saturation cannot open a healthy provider's breaker.  A fallback chain moves on to the next
+    provider; the gateway answers 503 with ``x-should-retry: true``.
+    """
 
 
 class ProviderConfigurationError(APIError):
@@ -208,14 +222,18 @@ def error_for_status(
     turn reset timestamps into ``retry_after``; ``secret`` is redacted from the message."""
     message = redact(message_from_body(body, status), secret)
     cls = class_for_status(status)
+    error: APIError
     if cls is RateLimitError:
-        return RateLimitError(
+        error = RateLimitError(
             message,
             provider=provider,
             status=status,
             retry_after=retry_after_from_headers(headers, now),
         )
-    return cls(message, provider=provider, status=status)
+    else:
+        error = cls(message, provider=provider, status=status)
+    error.upstream_body = redact_bytes(body, secret)
+    return error
 
 
 class ErrorDetail(msgspec.Struct):
@@ -279,14 +297,18 @@ def error_for_type(
 # -- transport faults ------------------------------------------------------------------------
 
 
-def error_for_transport(provider: str, exc: BaseException) -> APIError:
+def error_for_transport(
+    provider: str, exc: BaseException, *, secret: str | None = None
+) -> APIError:
     """The error for an exception raised by aiohttp or the socket layer during a request.
 
     Timeouts, refused and reset connections and bodies cut short are all
     :class:`NetworkTimeoutError`; a URL aiohttp cannot use is a configuration error; any other
-    aiohttp error is a malformed answer (for example an invalid HTTP status line).
+    aiohttp error is a malformed answer (for example an invalid HTTP status line).  Anything
+    else (a ``ValueError`` for a header value aiohttp refuses, a bug in a library below us)
+    is a plain :class:`APIError`: counted, and a fallback is tried, never a bare 500.
     """
-    detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    detail = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
     if isinstance(exc, TimeoutError):
         return NetworkTimeoutError(f"timed out ({detail})", provider=provider)
     if isinstance(exc, aiohttp.ClientPayloadError):
@@ -295,14 +317,17 @@ def error_for_transport(provider: str, exc: BaseException) -> APIError:
         return ProviderConfigurationError(f"invalid base URL ({detail})", provider=provider)
     if isinstance(exc, aiohttp.ClientConnectionError | OSError):
         return NetworkTimeoutError(f"connection failed ({detail})", provider=provider)
-    return MalformedResponseError(f"unusable answer ({detail})", provider=provider)
-
-
-#: What :func:`error_for_transport` knows how to translate.
-TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (aiohttp.ClientError, TimeoutError, OSError)
+    if isinstance(exc, aiohttp.ClientError):
+        return MalformedResponseError(f"unusable answer ({detail})", provider=provider)
+    return APIError(f"request failed ({detail})", provider=provider)
 
 
 # -- Retry-After -------------------------------------------------------------------------------
+
+#: The longest wait any Retry-After from a provider is taken to ask for (an upstream once sent
+#: ``1e308``): longer hints are clamped to it, so that no number of ours ever grows absurd.
+MAX_RETRY_AFTER = 86_400.0
+
 
 _GO_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|us|µs|ns|h|m|s)")
 _GO_UNITS = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 1e-3, "us": 1e-6, "µs": 1e-6, "ns": 1e-9}
@@ -324,7 +349,13 @@ def retry_after_from_headers(headers: Mapping[str, str], now: float) -> float | 
     reset headers (OpenAI's durations such as ``6m0s``, Anthropic's RFC 3339 times), taking the
     limits whose ``remaining`` is 0 when the answer says which, and the latest of them.
     ``headers`` must look names up case-insensitively (aiohttp's do); ``now`` is epoch seconds.
+    The result is clamped to ``[0, MAX_RETRY_AFTER]``.
     """
+    seconds = _retry_after(headers, now)
+    return None if seconds is None else min(seconds, MAX_RETRY_AFTER)
+
+
+def _retry_after(headers: Mapping[str, str], now: float) -> float | None:
     value = headers.get("retry-after-ms")
     if value is not None and (seconds := _number(value)) is not None:
         return seconds / 1000.0
@@ -383,6 +414,15 @@ def _timestamp_delay(value: str, now: float) -> float | None:
     if moment.tzinfo is None:
         return None
     return max(0.0, moment.timestamp() - now)
+
+
+def redact_bytes(body: bytes, secret: str | None) -> bytes:
+    """``body`` with every occurrence of ``secret`` replaced."""
+    if secret:
+        raw = secret.encode()
+        if raw in body:
+            return body.replace(raw, b"[REDACTED]")
+    return body
 
 
 def redact(text: str, secret: str | None) -> str:

@@ -34,21 +34,20 @@ class _Entry:
 class SessionPool:
     """Sessions of one client, keyed by event loop.  Thread-safe.
 
-    ``max_connections`` bounds each session's connection pool (aiohttp's ``TCPConnector``
-    limit), shared by all of the client's providers on that loop.
+    The sessions' connectors have no limit of their own: each provider bounds its connections
+    with its slots (``Provider.slot``), whose wait is timed apart from the request.
     """
 
-    __slots__ = ("_closed", "_entries", "_lock", "max_connections")
+    __slots__ = ("_closed", "_entries", "_lock")
 
-    def __init__(self, max_connections: int) -> None:
-        self.max_connections = max_connections
+    def __init__(self) -> None:
         self._entries: dict[asyncio.AbstractEventLoop, _Entry] = {}
         self._lock = threading.Lock()
         self._closed = False
 
     def __repr__(self) -> str:
         state = "closed" if self._closed else "open"
-        return f"<SessionPool {state} sessions={len(self._entries)} limit={self.max_connections}>"
+        return f"<SessionPool {state} sessions={len(self._entries)}>"
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -67,7 +66,7 @@ class SessionPool:
                 raise RuntimeError("the LLM client is closed")
             entry = self._entries.get(loop)
             if entry is None:
-                connector = aiohttp.TCPConnector(limit=self.max_connections)
+                connector = aiohttp.TCPConnector(limit=0)
                 entry = _Entry(loop, aiohttp.ClientSession(connector=connector))
                 self._entries[loop] = entry
                 entry.keeper = loop.create_task(self._keep(entry), name="llm-session-keeper")

@@ -82,7 +82,11 @@ KINDS: dict[str, ProviderKind] = {
     ),
 }
 
-Seconds = Annotated[float, msgspec.Meta(gt=0)]
+Seconds = Annotated[float, msgspec.Meta(gt=0, le=86_400)]
+
+#: Connections per provider (per client and loop), and how long a call waits for one.
+DEFAULT_POOL_SIZE = 256
+DEFAULT_POOL_TIMEOUT = 10.0
 
 
 class ProviderOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -96,6 +100,11 @@ class ProviderOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     - ``timeout``: seconds for a whole answer (for a stream: between two reads);
       ``connect_timeout``: seconds to connect.
     - ``max_tokens``: sent when the format requires a limit and the call gives none (Anthropic).
+    - ``pool_size``: connections to this provider at once, per client and event loop (default
+      ``get_llm_client(max_connections=...)``, else 256: LLM answers take seconds, and streams
+      hold a connection for their whole length);
+      ``pool_timeout``: seconds a call may wait for one of them before it fails with
+      ``ProviderSaturatedError`` (the provider's ``timeout`` starts once a connection is held).
     """
 
     provider: Literal["openai", "anthropic", "openai_compatible"]
@@ -107,6 +116,8 @@ class ProviderOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_
     timeout: Seconds = 60.0
     connect_timeout: Seconds = 10.0
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] = 1024
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] | None = None
+    pool_timeout: Seconds = DEFAULT_POOL_TIMEOUT
 
     def __repr__(self) -> str:  # the default repr would show api_key
         return f"ProviderOptions(provider={self.provider!r}, name={self.name!r}, ...)"
@@ -137,12 +148,19 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True):
     timeout: float
     connect_timeout: float
     max_tokens: int
+    pool_size: int
+    pool_timeout: float
     problem: str | None
 
     @classmethod
     def resolve(
-        cls, options: ProviderOptions, environ: Mapping[str, str] = os.environ
+        cls,
+        options: ProviderOptions,
+        environ: Mapping[str, str] = os.environ,
+        *,
+        pool_size: int = DEFAULT_POOL_SIZE,
     ) -> ProviderSettings:
+        """``pool_size`` applies when the options set none."""
         kind = KINDS[options.provider]
         name = options.name or options.provider
         key_env = options.api_key_env or kind.key_env
@@ -171,6 +189,8 @@ class ProviderSettings(msgspec.Struct, frozen=True, kw_only=True):
             timeout=options.timeout,
             connect_timeout=options.connect_timeout,
             max_tokens=options.max_tokens,
+            pool_size=options.pool_size or pool_size,
+            pool_timeout=options.pool_timeout,
             problem=problem,
         )
 

@@ -6,12 +6,13 @@ sessions, breakers or fallbacks.  :class:`WireFormat` is what the client needs f
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Protocol
 
-from service.llm.schema import ChatRequest, LLMResponse, StreamResult
+from service.llm.schema import ChatRequest, Delta, LLMResponse, StreamResult
 from service.llm.wire.sse import SSEEvent
 
-__all__ = ["SSEEvent", "StreamDecoder", "WireFormat"]
+__all__ = ["Delta", "SSEEvent", "StreamDecoder", "WireFormat"]
 
 
 class StreamDecoder(Protocol):
@@ -22,8 +23,9 @@ class StreamDecoder(Protocol):
         """True once the format's end marker arrived (a stream that ends before is cut short)."""
         ...
 
-    def feed(self, event: SSEEvent) -> str | None:
-        """The text delta in ``event``, or None.  Fills the stream's :class:`StreamResult`.
+    def feed(self, event: SSEEvent) -> Sequence[Delta]:
+        """The deltas in ``event`` (text, tool-call pieces; often none), in Chat Completions
+        order.  Fills the stream's :class:`StreamResult`.
 
         Raises :class:`~service.llm.errors.MalformedResponseError` for an event that breaks the
         format and the mapped :class:`~service.llm.errors.APIError` for an error event.
@@ -49,14 +51,20 @@ class WireFormat(Protocol):
         requires a limit and the caller gave none."""
         ...
 
-    def parse(self, body: bytes, *, provider: str, model: str, secret: str | None) -> LLMResponse:
-        """The answer in a 2xx body.  ``model`` stands in when the answer names none.
+    def parse(
+        self, body: bytes, request: ChatRequest, *, provider: str, model: str, secret: str | None
+    ) -> LLMResponse:
+        """The answer in a 2xx body to ``request``.  ``model`` stands in when the answer names
+        none.
 
         Raises :class:`~service.llm.errors.MalformedResponseError`, or the mapped error when
         the body is an error object despite the 2xx status.
         """
         ...
 
-    def decoder(self, *, provider: str, secret: str | None, into: StreamResult) -> StreamDecoder:
-        """A decoder for one streamed answer, writing what it learns into ``into``."""
+    def decoder(
+        self, request: ChatRequest, *, provider: str, secret: str | None, into: StreamResult
+    ) -> StreamDecoder:
+        """A decoder for one streamed answer to ``request``, writing what it learns into
+        ``into``."""
         ...

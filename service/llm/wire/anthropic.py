@@ -96,7 +96,7 @@ def _system_blocks(messages: list[Message]) -> str | list[dict[str, Any]]:
         if isinstance(message.content, str):
             blocks.append({"type": "text", "text": message.content})
         else:
-            blocks.extend(message.content)
+            blocks.extend(message.content or ())
     return blocks
 
 
@@ -139,7 +139,9 @@ class AnthropicMessages:
             body["stream"] = True
         return _encoder.encode(body)
 
-    def parse(self, body: bytes, *, provider: str, model: str, secret: str | None) -> LLMResponse:
+    def parse(
+        self, body: bytes, request: ChatRequest, *, provider: str, model: str, secret: str | None
+    ) -> LLMResponse:
         try:
             answer = _answer_decoder.decode(body)
         except msgspec.DecodeError as exc:
@@ -152,14 +154,16 @@ class AnthropicMessages:
             raise MalformedResponseError("invalid Messages answer: no content", provider=provider)
         usage = answer.usage
         return LLMResponse(
-            content="".join(block.text for block in answer.content if block.type == "text"),
+            content="".join(block.text for block in answer.content if block.type == "text") or None,
             model=answer.model or model,
             provider=provider,
             usage=_usage(usage.input_tokens, usage.output_tokens) if usage is not None else None,
             finish_reason=_stop_reason(answer.stop_reason),
         )
 
-    def decoder(self, *, provider: str, secret: str | None, into: StreamResult) -> AnthropicDecoder:
+    def decoder(
+        self, request: ChatRequest, *, provider: str, secret: str | None, into: StreamResult
+    ) -> AnthropicDecoder:
         return AnthropicDecoder(provider, secret, into)
 
 
@@ -179,7 +183,7 @@ class AnthropicDecoder:
     def done(self) -> bool:
         return self._done
 
-    def feed(self, event: SSEEvent) -> str | None:
+    def feed(self, event: SSEEvent) -> tuple[str, ...]:
         try:
             data = _event_decoder.decode(event.data)
         except msgspec.DecodeError as exc:
@@ -191,7 +195,7 @@ class AnthropicDecoder:
             case "content_block_delta":
                 delta = data.delta
                 if delta is not None and delta.type == "text_delta" and delta.text:
-                    return delta.text
+                    return (delta.text,)
             case "message_start" if data.message is not None:
                 into.model = data.message.model or None
                 if data.message.usage is not None:
@@ -207,4 +211,4 @@ class AnthropicDecoder:
                 error = data.error or ErrorDetail()
                 raise error_for_type(self._provider, error.type, error.message, secret=self._secret)
         # ping, content_block_start/stop, and event types added later carry no text.
-        return None
+        return ()

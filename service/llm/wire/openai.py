@@ -8,11 +8,24 @@ A stream is ``data: {chunk}`` events ended by ``data: [DONE]``.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import msgspec
 
 from service.llm.errors import ErrorDetail, MalformedResponseError, error_for_type
-from service.llm.schema import ChatRequest, LLMResponse, StreamResult, Usage
+from service.llm.schema import (
+    ChatRequest,
+    Delta,
+    FunctionCall,
+    LLMResponse,
+    StreamResult,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+)
 from service.llm.wire.sse import SSEEvent
+
+NO_DELTAS: tuple[Delta, ...] = ()
 
 _encoder = msgspec.json.Encoder()
 
@@ -30,8 +43,21 @@ class _Usage(msgspec.Struct):
         )
 
 
+class _Function(msgspec.Struct):
+    name: str = ""
+    arguments: str = ""
+
+
+class _ToolCall(msgspec.Struct):
+    function: _Function
+    id: str = ""
+    type: str = "function"
+
+
 class _Message(msgspec.Struct):
     content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCall] | None = None
 
 
 class _Choice(msgspec.Struct):
@@ -47,8 +73,22 @@ class _Completion(msgspec.Struct):
     error: ErrorDetail | None = None
 
 
+class _FunctionDelta(msgspec.Struct):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class _ToolCallDelta(msgspec.Struct):
+    index: int = 0
+    id: str | None = None
+    type: str | None = None
+    function: _FunctionDelta | None = None
+
+
 class _Delta(msgspec.Struct):
     content: str | None = None
+    refusal: str | None = None
+    tool_calls: list[_ToolCallDelta] | None = None
 
 
 class _ChunkChoice(msgspec.Struct):
@@ -103,7 +143,9 @@ class ChatCompletions:
                 body["stream_options"] = {"include_usage": True}
         return _encoder.encode(body)
 
-    def parse(self, body: bytes, *, provider: str, model: str, secret: str | None) -> LLMResponse:
+    def parse(
+        self, body: bytes, request: ChatRequest, *, provider: str, model: str, secret: str | None
+    ) -> LLMResponse:
         try:
             answer = _completion_decoder.decode(body)
         except msgspec.DecodeError as exc:
@@ -117,16 +159,28 @@ class ChatCompletions:
             raise MalformedResponseError(
                 "invalid Chat Completions answer: no choices", provider=provider
             )
+        message = choice.message
         return LLMResponse(
-            content=choice.message.content or "",
+            content=message.content,
             model=answer.model or model,
             provider=provider,
             usage=answer.usage.normalized() if answer.usage is not None else None,
             finish_reason=choice.finish_reason,
+            tool_calls=tuple(
+                ToolCall(
+                    id=call.id,
+                    type=call.type,
+                    function=FunctionCall(
+                        name=call.function.name, arguments=call.function.arguments
+                    ),
+                )
+                for call in message.tool_calls or ()
+            ),
+            refusal=message.refusal,
         )
 
     def decoder(
-        self, *, provider: str, secret: str | None, into: StreamResult
+        self, request: ChatRequest, *, provider: str, secret: str | None, into: StreamResult
     ) -> ChatCompletionsDecoder:
         return ChatCompletionsDecoder(provider, secret, into)
 
@@ -146,16 +200,23 @@ class ChatCompletionsDecoder:
     def done(self) -> bool:
         return self._done
 
-    def feed(self, event: SSEEvent) -> str | None:
+    def feed(self, event: SSEEvent) -> Sequence[Delta]:
         if event.data == "[DONE]":
             self._done = True
-            return None
+            return NO_DELTAS
         try:
             chunk = _chunk_decoder.decode(event.data)
         except msgspec.DecodeError as exc:
             raise MalformedResponseError(
                 f"invalid Chat Completions stream chunk: {exc}", provider=self._provider
             ) from None
+        return self.feed_chunk(chunk)
+
+    def feed_dict(self, chunk: dict[str, object]) -> Sequence[Delta]:
+        """A chunk already decoded (from a translated stream)."""
+        return self.feed_chunk(msgspec.convert(chunk, _Chunk))
+
+    def feed_chunk(self, chunk: _Chunk) -> Sequence[Delta]:
         if chunk.error is not None:
             raise error_for_type(
                 self._provider, chunk.error.type, chunk.error.message, secret=self._secret
@@ -165,12 +226,31 @@ class ChatCompletionsDecoder:
             into.model = chunk.model
         if chunk.usage is not None:
             into.usage = chunk.usage.normalized()
-        text = None
+        deltas: Sequence[Delta] = NO_DELTAS
         for choice in chunk.choices:
             if choice.index != 0:
                 continue
             if choice.finish_reason:
                 into.finish_reason = choice.finish_reason
-            if choice.delta is not None and choice.delta.content:
-                text = choice.delta.content
-        return text
+            delta = choice.delta
+            if delta is None:
+                continue
+            if delta.refusal:
+                into.add_refusal(delta.refusal)
+            if delta.tool_calls:
+                found: list[Delta] = [delta.content] if delta.content else []
+                for call in delta.tool_calls:
+                    function = call.function or _FunctionDelta()
+                    piece = ToolCallDelta(
+                        index=call.index,
+                        id=call.id,
+                        type=call.type,
+                        name=function.name,
+                        arguments=function.arguments or "",
+                    )
+                    into.add_tool_call_delta(piece)
+                    found.append(piece)
+                deltas = found
+            elif delta.content:
+                deltas = (delta.content,)
+        return deltas

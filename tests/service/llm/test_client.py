@@ -28,6 +28,7 @@ from service.llm_client import (
     get_llm_client,
     llm_breaker_config,
 )
+from service.llm.cooldown import DEFAULT_COOLDOWN
 from tests.service.llm.fake_provider import (
     ANTHROPIC_PATH,
     OPENAI_PATH,
@@ -207,7 +208,7 @@ async def test_the_html_page_of_a_proxy_becomes_the_message(
         ({"retry_after": "7"}, 7.0),
         ({"retry_after_ms": "1500", "retry_after": "7"}, 1.5),
         ({"x_ratelimit_reset_requests": "1m30s", "x_ratelimit_remaining_requests": "0"}, 90.0),
-        ({}, None),
+        ({}, DEFAULT_COOLDOWN),  # no hint: the length of the cooldown it started
     ],
 )
 async def test_rate_limits_carry_retry_after(
@@ -240,12 +241,15 @@ def test_the_default_breaker_policy(error: type[APIError], counted: bool) -> Non
     assert DEFAULT_BREAKER_CONFIG.counts_as_failure(error("x", provider="p")) is counted
 
 
-async def test_rate_limits_never_open_the_breaker(fake: FakeProvider, system: ActorSystem) -> None:
-    fake.inject(Fault.status_code(429), times=12)
+async def test_rate_limits_never_open_the_breaker(
+    fake: FakeProvider, system: ActorSystem, clock: ManualClock
+) -> None:
+    fake.inject(Fault.status_code(429, retry_after="1"), times=12)
     async with client_for("openai", fake, system) as client:
         for _ in range(12):
             with pytest.raises(RateLimitError):
                 await client.complete_async(HELLO, use_fallback=False)
+            clock.advance(1.0)  # the cooldown ends
         metrics = await client.get_circuit_breaker_metrics_async()
         assert (await client.complete_async(HELLO)).is_fallback is False
     assert metrics is not None
@@ -254,6 +258,7 @@ async def test_rate_limits_never_open_the_breaker(fake: FakeProvider, system: Ac
         12,
         0,
     )
+    assert (metrics["rate_limited"], metrics["cooldown_skipped"]) == (12, 0)
     assert fake.count == 13
 
 
@@ -377,11 +382,10 @@ async def test_the_chain_does_not_pass_on_the_callers_own_errors(
     fake: FakeProvider, backup: FakeProvider, system: ActorSystem
 ) -> None:
     fake.inject(Fault.status_code(400))
-    fake.inject(Fault.status_code(429))
     fake.inject(Fault.status_code(401))
     chain = [backup_entry(backup)]
     async with client_for("openai", fake, system, fallback_providers=chain) as client:
-        for error in (InvalidRequestError, RateLimitError, AuthenticationError):
+        for error in (InvalidRequestError, AuthenticationError):
             with pytest.raises(error):
                 await client.complete_async(HELLO)
     assert backup.count == 0
@@ -398,8 +402,8 @@ async def test_when_every_breaker_is_open_the_chain_gives_the_fallback_text_or_r
         with pytest.raises(CircuitOpenAPIError) as caught:
             await client.complete_async(HELLO, use_fallback=False)
     assert (response.is_fallback, response.provider) == (True, "openai")
-    assert caught.value.provider == "anthropic"
-    assert any("openai" in note for note in caught.value.__notes__)
+    assert caught.value.provider == "openai"  # the soonest to reopen (here a tie: the first)
+    assert any("anthropic" in note for note in caught.value.__notes__)
     assert (fake.count, backup.count) == (0, 0)
 
 
@@ -505,7 +509,7 @@ async def test_keys_never_appear_in_errors_logs_or_reprs(
             async for _ in client.stream_async(HELLO):
                 pass
         errors.append(streamed.value)
-        texts = [repr(client), str(client.circuit_breaker), repr(client._routes[0].settings)]
+        texts = [repr(client), str(client.circuit_breaker), repr(client.chain.links[0].provider.settings)]
     assert "[REDACTED]" in str(errors[0])
     assert fake.requests[0].headers["Authorization"] == f"Bearer {KEY}"  # it was sent, though
     for error in errors:

@@ -14,13 +14,21 @@ from service.llm.errors import (
     MalformedResponseError,
     ServiceUnavailableError,
 )
-from service.llm.schema import StreamResult, Usage, build_request
+from service.llm.schema import (
+    FunctionCall,
+    StreamResult,
+    ToolCall,
+    ToolCallDelta,
+    Usage,
+    build_request,
+)
 from service.llm.wire.anthropic import AnthropicMessages
 from service.llm.wire.openai import ChatCompletions
 from service.llm.wire.sse import SSEDecoder, SSEEvent
 
 OPENAI = ChatCompletions(include_usage=True)
 ANTHROPIC = AnthropicMessages()
+REQUEST = build_request([{"role": "user", "content": "hi"}], {}, provider="test")
 
 
 def feed(lines: list[str]) -> list[SSEEvent]:
@@ -62,9 +70,57 @@ def test_openai_parse_tolerates_unknown_fields_and_null_content() -> None:
             "system_fingerprint": "new-field",
         }
     )
-    answer = OPENAI.parse(body, provider="openai", model="asked", secret=None)
-    assert (answer.content, answer.model, answer.finish_reason) == ("", "asked", "tool_calls")
+    answer = OPENAI.parse(body, REQUEST, provider="openai", model="asked", secret=None)
+    assert (answer.content, answer.model, answer.finish_reason) == (None, "asked", "tool_calls")
     assert answer.usage is None
+
+
+def test_openai_parse_keeps_tool_calls_and_refusal() -> None:
+    call = {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": '{"a":1}'}}
+    body = msgspec.json.encode(
+        {
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"content": None, "tool_calls": [call], "refusal": "no"},
+                    "finish_reason": "tool_calls",
+                }
+            ]
+        }
+    )
+    answer = OPENAI.parse(body, REQUEST, provider="openai", model="m", secret=None)
+    assert answer.tool_calls == (
+        ToolCall(id="call_1", function=FunctionCall(name="f", arguments='{"a":1}')),
+    )
+    assert answer.refusal == "no"
+
+
+def test_openai_decoder_yields_tool_call_deltas_and_assembles_them() -> None:
+    result = StreamResult()
+    decoder = OPENAI.decoder(REQUEST, provider="openai", secret=None, into=result)
+
+    def call(index: int, **fields: Any) -> dict[str, Any]:
+        return {"choices": [{"index": 0, "delta": {"tool_calls": [{"index": index, **fields}]}}]}
+
+    chunks = [
+        call(0, id="c0", type="function", function={"name": "f", "arguments": ""}),
+        call(1, id="c1", type="function", function={"name": "g", "arguments": '{"b"'}),
+        call(0, function={"arguments": '{"a":'}),
+        call(0, function={"arguments": "1}"}),
+        call(1, function={"arguments": ":2}"}),
+    ]
+    deltas = [list(decoder.feed(SSEEvent("", json.dumps(chunk)))) for chunk in chunks]
+    assert deltas == [
+        [ToolCallDelta(index=0, id="c0", type="function", name="f")],
+        [ToolCallDelta(index=1, id="c1", type="function", name="g", arguments='{"b"')],
+        [ToolCallDelta(index=0, arguments='{"a":')],
+        [ToolCallDelta(index=0, arguments="1}")],
+        [ToolCallDelta(index=1, arguments=":2}")],
+    ]
+    assert result.tool_calls == (
+        ToolCall(id="c0", function=FunctionCall(name="f", arguments='{"a":1}')),
+        ToolCall(id="c1", function=FunctionCall(name="g", arguments='{"b":2}')),
+    )
 
 
 @pytest.mark.parametrize(
@@ -78,21 +134,21 @@ def test_openai_parse_tolerates_unknown_fields_and_null_content() -> None:
 )
 def test_openai_parse_failures(body: bytes, error: type[APIError]) -> None:
     with pytest.raises(APIError) as caught:
-        OPENAI.parse(body, provider="openai", model="m", secret=None)
+        OPENAI.parse(body, REQUEST, provider="openai", model="m", secret=None)
     assert type(caught.value) is error
 
 
 def test_openai_decoder_follows_choice_zero_and_needs_done() -> None:
     result = StreamResult()
-    decoder = OPENAI.decoder(provider="openai", secret=None, into=result)
+    decoder = OPENAI.decoder(REQUEST, provider="openai", secret=None, into=result)
     chunks = [
         {"model": "gpt", "choices": [{"index": 0, "delta": {"content": "a"}}]},
         {"choices": [{"index": 1, "delta": {"content": "other choice"}}]},
         {"choices": [{"index": 0, "delta": {}, "finish_reason": "length"}]},
         {"choices": [], "usage": {"prompt_tokens": 2, "completion_tokens": 3}},
     ]
-    texts = [decoder.feed(SSEEvent("", json.dumps(chunk))) for chunk in chunks]
-    assert texts == ["a", None, None, None]
+    texts = [list(decoder.feed(SSEEvent("", json.dumps(chunk)))) for chunk in chunks]
+    assert texts == [["a"], [], [], []]
     assert not decoder.done
     decoder.feed(SSEEvent("", "[DONE]"))
     assert decoder.done
@@ -101,7 +157,7 @@ def test_openai_decoder_follows_choice_zero_and_needs_done() -> None:
 
 
 def test_openai_decoder_rejects_a_broken_chunk() -> None:
-    decoder = OPENAI.decoder(provider="openai", secret=None, into=StreamResult())
+    decoder = OPENAI.decoder(REQUEST, provider="openai", secret=None, into=StreamResult())
     with pytest.raises(MalformedResponseError):
         decoder.feed(SSEEvent("", '{"choices": ['))
 
@@ -139,7 +195,7 @@ def test_anthropic_parse_joins_text_blocks_and_translates_the_stop_reason() -> N
             "usage": {"input_tokens": 1, "output_tokens": 2},
         }
     )
-    answer = ANTHROPIC.parse(body, provider="anthropic", model="asked", secret=None)
+    answer = ANTHROPIC.parse(body, REQUEST, provider="anthropic", model="asked", secret=None)
     assert (answer.content, answer.model, answer.finish_reason) == ("ab", "asked", "length")
     assert answer.usage == Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
 
@@ -154,13 +210,13 @@ def test_anthropic_parse_joins_text_blocks_and_translates_the_stop_reason() -> N
 )
 def test_anthropic_parse_failures(body: bytes, error: type[APIError] | None) -> None:
     with pytest.raises(APIError) as caught:
-        ANTHROPIC.parse(body, provider="anthropic", model="m", secret=None)
+        ANTHROPIC.parse(body, REQUEST, provider="anthropic", model="m", secret=None)
     assert type(caught.value) is (error or ServiceUnavailableError)
 
 
 def test_anthropic_decoder_events() -> None:
     result = StreamResult()
-    decoder = ANTHROPIC.decoder(provider="anthropic", secret=None, into=result)
+    decoder = ANTHROPIC.decoder(REQUEST, provider="anthropic", secret=None, into=result)
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"model": "claude", "content": [],
                                               "usage": {"input_tokens": 4}}},
@@ -172,8 +228,8 @@ def test_anthropic_decoder_events() -> None:
         {"type": "message_delta", "delta": {"stop_reason": "stop_sequence"},
          "usage": {"output_tokens": 6}},
     ]  # fmt: skip
-    texts = [decoder.feed(SSEEvent(event["type"], json.dumps(event))) for event in events]
-    assert texts == [None, None, "hi", None, None, None, None]
+    texts = [list(decoder.feed(SSEEvent(event["type"], json.dumps(event)))) for event in events]
+    assert texts == [[], [], ["hi"], [], [], [], []]
     assert not decoder.done
     decoder.feed(SSEEvent("message_stop", '{"type": "message_stop"}'))
     assert decoder.done
@@ -182,7 +238,7 @@ def test_anthropic_decoder_events() -> None:
 
 
 def test_anthropic_decoder_raises_the_error_event() -> None:
-    decoder = ANTHROPIC.decoder(provider="anthropic", secret=None, into=StreamResult())
+    decoder = ANTHROPIC.decoder(REQUEST, provider="anthropic", secret=None, into=StreamResult())
     error = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
     with pytest.raises(InvalidRequestError, match="bad"):
         decoder.feed(SSEEvent("error", json.dumps(error)))
