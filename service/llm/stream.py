@@ -16,8 +16,9 @@ class LLMStream:
     open breaker with ``use_fallback=False``, a provider failure) is raised from the iteration.
     ``provider`` and ``is_fallback`` are set when the first delta arrives; ``model``,
     ``finish_reason`` and ``usage`` once the provider has sent them; ``tool_calls`` (assembled)
-    and ``refusal`` as they arrive; ``done`` once the answer is complete.  To stop early, leave an ``async with`` block (or call :meth:`aclose`): that
-    closes the HTTP response at once instead of whenever the iterator is collected.
+    and ``refusal`` as they arrive; ``done`` once the answer is complete.  To stop early,
+    leave an ``async with`` block (or call :meth:`aclose`): that closes the HTTP response at
+    once instead of whenever the iterator is collected.
     """
 
     __slots__ = ("_deltas", "_parts", "_result", "done", "is_fallback", "provider")

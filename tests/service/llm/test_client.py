@@ -11,6 +11,7 @@ import pytest
 from actors import ActorSystem, CircuitState, ManualClock
 from actors.errors import CircuitBreakerOpenError, ConfigurationError
 from service.circuit_breaker import get_all_circuit_breakers, get_circuit_breaker
+from service.llm.cooldown import DEFAULT_COOLDOWN
 from service.llm_client import (
     DEFAULT_BREAKER_CONFIG,
     DEFAULT_FALLBACK_TEXT,
@@ -28,7 +29,6 @@ from service.llm_client import (
     get_llm_client,
     llm_breaker_config,
 )
-from service.llm.cooldown import DEFAULT_COOLDOWN
 from tests.service.llm.fake_provider import (
     ANTHROPIC_PATH,
     OPENAI_PATH,
@@ -509,7 +509,11 @@ async def test_keys_never_appear_in_errors_logs_or_reprs(
             async for _ in client.stream_async(HELLO):
                 pass
         errors.append(streamed.value)
-        texts = [repr(client), str(client.circuit_breaker), repr(client.chain.links[0].provider.settings)]
+        texts = [
+            repr(client),
+            str(client.circuit_breaker),
+            repr(client.chain.links[0].provider.settings),
+        ]
     assert "[REDACTED]" in str(errors[0])
     assert fake.requests[0].headers["Authorization"] == f"Bearer {KEY}"  # it was sent, though
     for error in errors:
