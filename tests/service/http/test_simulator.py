@@ -14,6 +14,7 @@ from service.simulator import Simulator
 pytestmark = pytest.mark.anyio
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
+MESSAGES = {**CHAT, "max_tokens": 64}  # the Messages format requires max_tokens
 
 
 class Clock:
@@ -63,7 +64,7 @@ async def test_openai_format(simulator: Simulator, http: aiohttp.ClientSession) 
 
 
 async def test_anthropic_format(simulator: Simulator, http: aiohttp.ClientSession) -> None:
-    status, body, _ = await post(http, f"{simulator.anthropic_base_url}/v1/messages", CHAT)
+    status, body, _ = await post(http, f"{simulator.anthropic_base_url}/v1/messages", MESSAGES)
     assert status == 200
     assert body["type"] == "message"
     assert body["content"] == [
@@ -82,7 +83,7 @@ async def test_openai_stream(simulator: Simulator, http: aiohttp.ClientSession) 
 
 
 async def test_anthropic_stream(simulator: Simulator, http: aiohttp.ClientSession) -> None:
-    lines = await events(http, f"{simulator.url}/v1/messages", CHAT)
+    lines = await events(http, f"{simulator.url}/v1/messages", MESSAGES)
     payloads = [msgspec.json.decode(line[6:]) for line in lines]
     assert payloads[0]["type"] == "message_start"
     assert payloads[-1]["type"] == "message_stop"
@@ -105,7 +106,7 @@ async def test_an_outage_with_a_duration_ends_by_itself(
     status, body, _ = await post(http, url, CHAT)
     assert status == 503
     assert body["error"]["type"] == "server_error"
-    status, _, _ = await post(http, f"{simulator.url}/v1/messages", CHAT)
+    status, _, _ = await post(http, f"{simulator.url}/v1/messages", MESSAGES)
     assert status == 200  # the other wire format is untouched
 
     clock.now += 20
@@ -119,7 +120,7 @@ async def test_rate_limits_carry_retry_after(
     simulator: Simulator, http: aiohttp.ClientSession
 ) -> None:
     simulator.control(api="anthropic", error_rate=1.0, status=429, retry_after=7)
-    status, body, headers = await post(http, f"{simulator.url}/v1/messages", CHAT)
+    status, body, headers = await post(http, f"{simulator.url}/v1/messages", MESSAGES)
     assert status == 429
     assert headers["Retry-After"] == "7"
     assert body == {
@@ -127,7 +128,7 @@ async def test_rate_limits_carry_retry_after(
         "error": {"type": "rate_limit_error", "message": "simulated upstream error (HTTP 429)"},
     }
     simulator.control(api="anthropic", status=529)
-    status, body, _ = await post(http, f"{simulator.url}/v1/messages", CHAT)
+    status, body, _ = await post(http, f"{simulator.url}/v1/messages", MESSAGES)
     assert (status, body["error"]["type"]) == (529, "overloaded_error")
 
 
