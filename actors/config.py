@@ -91,7 +91,9 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
       failure (the value is still returned).
     - ``failure_rate_threshold``: open when failed / (failed + successful) reaches it, over the
       last ``sliding_window_size`` calls if set, else over ``monitoring_window`` seconds, once
-      the window holds ``minimum_calls`` calls.
+      the window holds ``minimum_calls`` calls (so ``sliding_window_size`` must be at least
+      ``minimum_calls``).  Rates are evaluated after every outcome, successes included; every
+      change to CLOSED (recovery, reset, a forced close) starts the windows afresh.
     - ``slow_call_duration`` / ``slow_call_rate_threshold``: calls slower than the duration are
       slow; open when the slow share reaches the threshold (same window and minimum).
     - ``call_timeout``: an async call running longer is cancelled and fails with
@@ -166,6 +168,14 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
                 f"max_timeout_duration: expected >= timeout_duration ({self.timeout_duration!r}), "
                 f"got {self.max_timeout_duration!r}"
             )
+        if self.sliding_window_size is not None and self.sliding_window_size < self.minimum_calls:
+            # The last N calls never hold more than N: the rate policies would never apply.
+            # (A time window has no such bound: any number of calls fits in a second.)
+            raise ConfigurationError(
+                f"sliding_window_size: expected >= minimum_calls ({self.minimum_calls!r}), "
+                f"got {self.sliding_window_size!r}: a window of fewer calls than minimum_calls "
+                "never judges a rate"
+            )
 
     def counts_as_failure(self, exc: BaseException) -> bool:
         """True when ``exc`` counts against the breaker; False means it is ``ignored``."""
@@ -188,3 +198,26 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
 
 
 DEFAULT_CONFIG = CircuitBreakerConfig()
+
+#: Equal configs share one object (see :func:`interned`); at most this many distinct ones.
+INTERNED_LIMIT = 1024
+_interned: dict[CircuitBreakerConfig, CircuitBreakerConfig] = {DEFAULT_CONFIG: DEFAULT_CONFIG}
+
+
+def interned(config: CircuitBreakerConfig) -> CircuitBreakerConfig:
+    """The first config equal to ``config`` that was interned, or ``config`` itself.
+
+    Configs are frozen, so breakers built in a loop with ``CircuitBreakerConfig(...)`` each
+    can share one object (about 250 bytes saved per breaker).  Bounded: past
+    :data:`INTERNED_LIMIT` distinct configs (say, one ``is_failure`` lambda per breaker) new
+    ones are kept as they are rather than growing the table without end.
+    """
+    try:
+        shared = _interned.get(config)
+    except TypeError:  # an unhashable field value (a callable object that is not hashable)
+        return config
+    if shared is not None:
+        return shared
+    if len(_interned) < INTERNED_LIMIT:
+        return _interned.setdefault(config, config)
+    return config

@@ -405,6 +405,9 @@ class BreakerMachine(RuleBasedStateMachine):
     def make_breaker(self, judge_results: bool, exception_predicate: bool, **options: Any) -> None:
         if exception_predicate:  # the same rule as the tuples below, through the predicate
             options["is_failure"] = boom_but_not_excused
+        window = options["sliding_window_size"]
+        if window is not None:  # a count window must be able to hold minimum_calls calls
+            options["minimum_calls"] = min(options["minimum_calls"], window)
         config = CircuitBreakerConfig(
             **options,
             expected_exceptions=(Boom,),

@@ -295,6 +295,7 @@ async def test_reconfigure_to_a_call_timeout_takes_effect_on_the_next_call(
         ({"failure_rate_threshold": 0}, "failure_rate_threshold"),
         ({"failure_rate_threshold": 1.5}, "failure_rate_threshold"),
         ({"sliding_window_size": 0}, "sliding_window_size"),
+        ({"sliding_window_size": 5}, "sliding_window_size"),  # < minimum_calls (10)
         ({"minimum_calls": 0}, "minimum_calls"),
         ({"slow_call_duration": -1}, "slow_call_duration"),
         ({"slow_call_rate_threshold": 0}, "slow_call_rate_threshold"),
@@ -313,6 +314,14 @@ def test_misconfiguration_fails_at_construction_naming_the_field(
 ) -> None:
     with pytest.raises(ValueError, match=f"^{field}"):
         CircuitBreakerConfig(**options)
+
+
+def test_a_count_window_smaller_than_minimum_calls_is_refused_naming_both() -> None:
+    with pytest.raises(ValueError, match=r"^sliding_window_size: .*minimum_calls \(5\), got 4"):
+        CircuitBreakerConfig(failure_rate_threshold=0.5, sliding_window_size=4, minimum_calls=5)
+    CircuitBreakerConfig(failure_rate_threshold=0.5, sliding_window_size=5, minimum_calls=5)
+    # A time window holds any number of calls: no such bound.
+    CircuitBreakerConfig(failure_rate_threshold=0.5, monitoring_window=1, minimum_calls=1000)
 
 
 def test_expected_exceptions_must_be_exceptions_that_can_fail() -> None:
