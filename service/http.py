@@ -5,6 +5,7 @@ Routes (all JSON bodies encoded with msgspec)::
     GET  /livez                       liveness: 200 while HTTP is served and the actors run
     GET  /readyz                      readiness: 200 when every route can be served now, else 503
     GET  /health                      health summary; 503 per [health] fail_on (service.probes)
+    GET  /metrics                     Prometheus text / OpenMetrics (service.prometheus)
     GET  /breakers                    every breaker's metrics snapshot
     GET  /breakers/{name}             one breaker's snapshot (404 for an unknown name)
     POST /breakers/{name}/reset       admin: back to CLOSED, counts cleared
@@ -12,6 +13,7 @@ Routes (all JSON bodies encoded with msgspec)::
     POST /breakers/{name}/close       admin: force CLOSED until reset/open
     POST /breakers/reset              admin: reset every breaker
     GET  /events                      Server-Sent Events: state changes, periodic metrics
+    GET  /dashboard                   the live dashboard page (``/`` redirects; service.dashboard)
     POST /v1/chat/completions         the OpenAI-compatible gateway (``service.gateway``)
 
 Errors: handlers raise; the outermost middleware turns *every* exception into a JSON body of
@@ -35,7 +37,7 @@ import contextlib
 import hmac
 import logging
 import math
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -54,6 +56,7 @@ from actors.events import Event, StateChanged
 from actors.system import default_system
 from service.circuit_breaker import get_event_bus
 from service.config import ServiceConfig
+from service.dashboard import add_routes as add_dashboard_routes
 from service.llm_client import (
     APIError,
     AuthenticationError,
@@ -497,6 +500,9 @@ def create_app(
     health: HealthSource = _monitor_health,
     readiness: ReadinessSource = no_routes,
     bus: EventBus | None = None,
+    metrics: Handler | None = None,
+    outer: Sequence[Any] = (),
+    inner: Sequence[Any] = (),
 ) -> web.Application:
     """Build the service's aiohttp application.
 
@@ -504,9 +510,13 @@ def create_app(
     ``chat_completions``: the gateway's handler (None: the route answers 404 like any unknown
     path).  ``health`` and ``bus`` default to the process-wide monitor and event bus;
     ``readiness`` (``service.probes.RouteProbe.check``) to "no routes, ready".
+    ``metrics``: the ``GET /metrics`` handler (``service.prometheus``; None: no route).
+    ``outer``: middlewares around the error mapping (they see every answer's final status:
+    the access log); ``inner``: middlewares inside it (their errors become JSON: gateway keys).
     """
     app = web.Application(
-        client_max_size=config.service.max_body_bytes, middlewares=[_errors, _admin_only]
+        client_max_size=config.service.max_body_bytes,
+        middlewares=[*outer, _errors, *inner, _admin_only],
     )
     app[_AUTH] = AdminAuth(admin_token)
     app[_BODY_LIMIT] = config.service.max_body_bytes
@@ -518,6 +528,8 @@ def create_app(
     router.add_get("/livez", _get_livez)
     router.add_get("/readyz", _get_readyz)
     router.add_get("/health", _get_health)
+    if metrics is not None:
+        router.add_get("/metrics", metrics)
     router.add_get("/breakers", _get_breakers)
     router.add_get("/events", _get_events)
     admin = {
@@ -528,5 +540,6 @@ def create_app(
     if chat_completions is not None:
         router.add_post("/v1/chat/completions", chat_completions)
     app[_ADMIN_ROUTES] = admin
+    add_dashboard_routes(app, admin_enabled=app[_AUTH].enabled)
     app.on_shutdown.append(_on_shutdown)
     return app

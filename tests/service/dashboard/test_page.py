@@ -1,0 +1,272 @@
+"""The dashboard in a real browser (Debian chromium) against the in-process service.
+
+The service runs with its upstream simulator (``tests/service/http/conftest.py``); outages are
+injected through the simulator, state changes reach the page over ``/events``, and what the
+page shows is read back from the DOM and from screenshots.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import anyio
+import pytest
+from playwright.async_api import Locator, Page, expect
+
+from service.circuit_breaker import get_circuit_breaker
+from service.config import parse_config, with_service_overrides
+from service.dashboard import CONTENT_SECURITY_POLICY
+from service.lifecycle import Service
+from tests.service.dashboard.conftest import Tab
+from tests.service.dashboard.png import share_near
+from tests.service.http.conftest import TOKEN, config_text, serving
+
+pytestmark = pytest.mark.anyio
+
+#: The card colours of app.css (border and badge).
+CLOSED_GREEN = "#15803d"
+OPEN_RED = "#b91c1c"
+
+#: Set to write the README's screenshot (docs/dashboard.png) from the outage test.
+UPDATE_SCREENSHOT = os.environ.get("BREAKERD_UPDATE_SCREENSHOT") == "1"
+DOCS_SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
+
+_tags = iter(range(10**6))
+
+
+@asynccontextmanager
+async def service(
+    *, token: bool = True, timeout_duration: float = 1.5, port: int = 0, tag: str | None = None
+) -> AsyncIterator[tuple[Service, str]]:
+    """The service with the simulator; yields it and the tag of its provider names."""
+    tag = tag or f"d{next(_tags)}x"
+    config = parse_config(config_text(tag, timeout_duration=timeout_duration), environ={})
+    config = with_service_overrides(config, host=None, port=port)
+    environ = {"BREAKERD_ADMIN_TOKEN": TOKEN} if token else {}
+    async with serving(config, environ) as running:
+        yield running, tag
+
+
+async def chat(url: str, model: str = "solo") -> int:
+    body = {"model": model, "messages": [{"role": "user", "content": "hello"}]}
+    async with (
+        aiohttp.ClientSession() as http,
+        http.post(f"{url}/v1/chat/completions", json=body) as response,
+    ):
+        await response.read()
+        return response.status
+
+
+async def snapshot(url: str, name: str) -> dict[str, object]:
+    async with aiohttp.ClientSession() as http, http.get(f"{url}/breakers/{name}") as response:
+        assert response.status == 200
+        return dict(await response.json())
+
+
+def card(page: Page, name: str) -> Locator:
+    """The card whose name is exactly ``name``."""
+    exact = re.compile(f"^{re.escape(name)}$")
+    return page.locator(".card").filter(has=page.locator(".name", has_text=exact))
+
+
+async def test_the_page_loads_from_the_root_with_a_strict_policy_and_no_console_errors(
+    tab: Tab,
+) -> None:
+    page = tab.page
+    async with service(token=False) as (running, tag):
+        response = await page.goto(running.url + "/")
+        assert response is not None and response.url == running.url + "/dashboard"
+        assert response.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        assert "script-src 'self'" in CONTENT_SECURITY_POLICY
+        assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+
+        a = card(page, f"{tag}a_client")
+        await expect(a.locator(".state")).to_have_text("CLOSED")
+        await expect(a.locator(".consecutive")).to_have_text("0 / 2")
+        await expect(a.locator(".probes")).to_have_text("0 / 1")
+        await expect(page.locator("#live")).to_have_text("live")
+        await expect(page.locator("#health")).to_have_text("healthy")
+        await expect(page.locator("#ready")).to_have_text("ready")
+        await expect(page.locator("#cluster")).to_have_text("off")
+        # Two metrics events make the first sparkline point.
+        await expect(a.locator(".legend")).to_contain_text("calls/s now:")
+        # No token configured: no buttons, and the page says how to get them.
+        await expect(page.locator("#admin-disabled")).to_be_visible()
+        await expect(page.locator("#admin-disabled")).to_contain_text("BREAKERD_ADMIN_TOKEN")
+        await expect(page.locator("#token-form")).to_be_hidden()
+        await expect(a.locator(".actions")).to_be_hidden()
+        # No inline handlers or inline scripts anywhere in the page.
+        html = await page.content()
+        assert not re.search(r"\son[a-z]+\s*=", html)
+        assert await page.locator("script:not([src])").count() == 0
+    assert tab.problems == []
+
+
+async def test_an_outage_turns_the_card_open_and_recovery_closes_it(
+    tab: Tab, tmp_path: Path
+) -> None:
+    page = tab.page
+    async with service() as (running, tag):
+        name = f"{tag}a_client"
+        await page.goto(running.url + "/dashboard")
+        a = card(page, name)
+        await expect(a.locator(".state")).to_have_text("CLOSED")
+        await expect(page.locator("#live")).to_have_text("live")
+        # Traffic until the sparkline shows it (samples are rates between metrics events).
+        with anyio.fail_after(5):
+            while not re.search(r"[1-9][\d.]* ok", await a.locator(".legend").inner_text()):
+                assert await chat(running.url) == 200
+                await anyio.sleep(0.02)
+        closed = await a.screenshot(path=tmp_path / "closed.png")
+
+        simulator = running.simulator
+        assert simulator is not None
+        simulator.control(api="openai", outage=True)
+        with anyio.fail_after(2):  # from the injected outage to OPEN on the page: within 2 s
+            assert [await chat(running.url), await chat(running.url)] == [502, 502]
+            await expect(a.locator(".state")).to_have_text("OPEN", timeout=2000)
+        await expect(a).to_have_class(re.compile(r"\bis-open\b"))
+        await expect(a.locator(".consecutive")).to_have_text("2 / 2")
+        await expect(a.locator(".row-probe")).to_be_visible()
+        opened = await a.screenshot(path=tmp_path / "open.png")
+        if UPDATE_SCREENSHOT:
+            await page.screenshot(path=DOCS_SCREENSHOT)
+
+        # The card's region changed colour: red where it was green.
+        assert share_near(closed, CLOSED_GREEN) > 0.005
+        assert share_near(closed, OPEN_RED) < 0.001
+        assert share_near(opened, OPEN_RED) > 0.005
+        assert share_near(opened, CLOSED_GREEN) < 0.001
+
+        # Recovery: the upstream is back; the break ends (HALF-OPEN) and a probe closes it.
+        simulator.control(api="openai", reset=True)
+        await expect(a.locator(".state")).to_have_text("HALF-OPEN", timeout=4000)
+        await a.screenshot(path=tmp_path / "recovering.png")
+        assert await chat(running.url) == 200
+        await expect(a.locator(".state")).to_have_text("CLOSED", timeout=2000)
+
+        timeline = page.locator("#timeline li").filter(has_text=name)
+        await expect(timeline).to_have_count(3)
+        texts = await timeline.all_inner_texts()
+        assert "HALF-OPEN → CLOSED" in texts[0] and "probes_succeeded" in texts[0]
+        assert "OPEN → HALF-OPEN" in texts[1] and "timeout_elapsed" in texts[1]
+        assert "CLOSED → OPEN" in texts[2] and "failure_threshold" in texts[2]
+    assert all(
+        (tmp_path / f"{shot}.png").stat().st_size > 0 for shot in ("closed", "open", "recovering")
+    )
+
+
+async def test_with_the_token_force_open_asks_then_forces_the_breaker(tab: Tab) -> None:
+    page = tab.page
+    async with service() as (running, tag):
+        name = f"{tag}b_client"
+        await page.goto(running.url + "/dashboard")
+        b = card(page, name)
+        await expect(b.locator(".state")).to_have_text("CLOSED")
+        # Actions appear only once a token is entered.
+        await expect(page.locator("#token-form")).to_be_visible()
+        await expect(b.locator(".actions")).to_be_hidden()
+        await page.locator("#token").fill(TOKEN)
+        await page.locator("#token").press("Enter")
+        await expect(b.locator(".actions")).to_be_visible()
+        assert await page.evaluate("sessionStorage.getItem('breakerd.adminToken')") == TOKEN
+        assert TOKEN not in page.url
+
+        # Cancelling the confirmation does nothing.
+        await b.get_by_role("button", name=f"Force open {name}").click()
+        await expect(page.locator("#confirm")).to_be_visible()
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#confirm")).to_be_hidden()
+        assert (await snapshot(running.url, name))["forced"] is False
+
+        await b.get_by_role("button", name=f"Force open {name}").click()
+        await page.locator("#confirm-ok").click()
+        await expect(page.locator("#message")).to_have_text(
+            f"Force open “{name}”: now OPEN (forced)"
+        )
+        await expect(b.locator(".forced")).to_be_visible()
+        await expect(b.locator(".probe")).to_have_text("never (forced open)")
+        state = await snapshot(running.url, name)
+        assert (state["state"], state["forced"]) == ("open", True)
+
+        # A wrong token: the server's answer is shown and the token form comes back.
+        await page.evaluate("sessionStorage.setItem('breakerd.adminToken', 'wrong')")
+        await b.get_by_role("button", name=f"Reset {name}").click()
+        await page.locator("#confirm-ok").click()
+        await expect(page.locator("#message")).to_contain_text("HTTP 401")
+        await expect(page.locator("#token-form")).to_be_visible()
+        assert (await snapshot(running.url, name))["forced"] is True
+
+        await page.locator("#token").fill(TOKEN)
+        await page.locator("#token").press("Enter")
+        await page.locator("#reset-all").click()
+        await page.locator("#confirm-ok").click()
+        await expect(page.locator("#message")).to_contain_text("Reset ")
+        await expect(b.locator(".state")).to_have_text("CLOSED")
+        assert (await snapshot(running.url, name))["forced"] is False
+
+
+async def test_a_hostile_breaker_name_renders_as_text(tab: Tab) -> None:
+    page = tab.page
+    hostile = f'<img src=x onerror="window.pwned=1">{next(_tags)}'
+    get_circuit_breaker(hostile)
+    async with service() as (running, _):
+        await page.goto(running.url + "/dashboard")
+        await page.locator("#filter").fill("onerror")
+        hostile_card = card(page, hostile)
+        await expect(hostile_card.locator(".name")).to_have_text(hostile)
+        await expect(hostile_card.locator(".state")).to_have_text("CLOSED")
+        assert await page.locator("#cards img").count() == 0
+        assert await page.evaluate("window.pwned") is None
+    assert tab.problems == []
+
+
+async def test_the_live_view_resumes_after_the_service_restarts(tab: Tab) -> None:
+    page = tab.page
+    async with service() as (running, tag):
+        port = running.port
+        name = f"{tag}a_client"
+        await page.goto(running.url + "/dashboard")
+        await expect(page.locator("#live")).to_have_text("live")
+        await expect(card(page, name).locator(".state")).to_have_text("CLOSED")
+    await expect(page.locator("#live")).to_have_text("reconnecting")
+
+    async with service(port=port, tag=tag) as (running, _):
+        await expect(page.locator("#live")).to_have_text("live", timeout=8000)
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            url = f"{running.url}/breakers/{name}/open"
+            async with http.post(url, headers=headers) as response:
+                assert response.status == 200
+        a = card(page, name)
+        await expect(a.locator(".state")).to_have_text("OPEN")
+        await expect(a.locator(".forced")).to_be_visible()
+        await expect(page.locator("#timeline li").filter(has_text=name)).to_contain_text(
+            "forced_open"
+        )
+
+
+async def test_five_hundred_breakers_filter_and_sort_open_first(tab: Tab) -> None:
+    page = tab.page
+    prefix = f"many{next(_tags)}x"
+    names = [f"{prefix}-{i:03d}" for i in range(500)]
+    for name in names:
+        get_circuit_breaker(name)
+    async with service() as (running, _):
+        await page.goto(running.url + "/dashboard")
+        await page.locator("#filter").fill(prefix)
+        await expect(page.locator(".card:visible")).to_have_count(500, timeout=5000)
+        await get_circuit_breaker(names[321]).force_open_async()
+        first = page.locator(".card:visible").first
+        await expect(first.locator(".name")).to_have_text(names[321])
+        await page.locator("#filter").fill(f"{prefix}-32")
+        await expect(page.locator(".card:visible")).to_have_count(10)
+        await expect(page.locator("#shown")).to_contain_text("(10 shown)")
+        await page.locator("#sort").select_option("name")
+        await expect(page.locator(".card:visible").first.locator(".name")).to_have_text(names[320])
+    assert tab.problems == []
