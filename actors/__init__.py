@@ -11,6 +11,7 @@ from actors.errors import (
     ActorCrashedError,
     ActorSystemClosedError,
     BreakerError,
+    CallTimeoutError,
     CircuitBreakerOpenError,
     ConfigurationError,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "Breaker",
     "BreakerActor",
     "BreakerError",
+    "CallTimeoutError",
     "CallsRecorded",
     "CircuitBreakerConfig",
     "CircuitBreakerMetrics",

@@ -17,7 +17,14 @@ from typing import Any, TypeVar
 from actors.breaker import Breaker
 from actors.bus import EventBus
 from actors.config import CircuitBreakerConfig, CircuitState
-from actors.errors import CircuitBreakerOpenError
+from actors.errors import (
+    ActorCrashedError,
+    ActorSystemClosedError,
+    BreakerError,
+    CallTimeoutError,
+    CircuitBreakerOpenError,
+    ConfigurationError,
+)
 from actors.snapshot import CircuitBreakerMetrics
 from actors.system import ActorSystem, default_system
 
@@ -25,12 +32,17 @@ F = TypeVar("F", bound=Callable[..., Any])
 T = TypeVar("T")
 
 __all__ = [
+    "ActorCrashedError",
     "ActorSystem",
+    "ActorSystemClosedError",
+    "BreakerError",
+    "CallTimeoutError",
     "CircuitBreaker",
     "CircuitBreakerConfig",
     "CircuitBreakerMetrics",
     "CircuitBreakerOpenError",
     "CircuitState",
+    "ConfigurationError",
     "circuit_breaker",
     "get_all_circuit_breakers",
     "get_circuit_breaker",

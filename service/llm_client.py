@@ -24,6 +24,7 @@ from service.llm.errors import (
     MalformedResponseError,
     NetworkTimeoutError,
     ProviderConfigurationError,
+    ProviderSaturatedError,
     RateLimitError,
     ServiceUnavailableError,
 )
@@ -43,6 +44,7 @@ __all__ = [
     "MalformedResponseError",
     "NetworkTimeoutError",
     "ProviderConfigurationError",
+    "ProviderSaturatedError",
     "RateLimitError",
     "ServiceUnavailableError",
     "Usage",
