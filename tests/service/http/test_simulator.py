@@ -23,7 +23,7 @@ from service.simulator import Simulator
 pytestmark = pytest.mark.anyio
 
 CHAT = {"model": "m", "messages": [{"role": "user", "content": "hello there"}]}
-MESSAGES = {**CHAT, "max_tokens": 64}  # the Messages format requires max_tokens
+MESSAGES: dict[str, Any] = {**CHAT, "max_tokens": 64}  # the Messages format requires max_tokens
 
 
 class Clock:
@@ -211,11 +211,11 @@ WEATHER = {
     "$defs": {"When": {"anyOf": [{"type": "string", "format": "date"}, {"type": "null"}]}},
 }
 WEATHER_ARGS = {"city": "sim-city", "unit": "celsius", "days": 3, "when": "2024-01-02"}
-OPENAI_TOOLS = [
+OPENAI_TOOLS: list[Any] = [
     {"type": "function", "function": {"name": "get_weather", "parameters": WEATHER}},
     {"type": "function", "function": {"name": "get_time", "parameters": {"type": "object"}}},
 ]
-ANTHROPIC_TOOLS = [
+ANTHROPIC_TOOLS: list[Any] = [
     {"name": "get_weather", "input_schema": WEATHER},
     {"name": "get_time", "input_schema": {"type": "object"}},
 ]
@@ -563,7 +563,7 @@ async def test_the_official_sdks_read_its_answers(simulator: Simulator) -> None:
             model="m",
             max_tokens=64,
             messages=[{"role": "user", "content": "hi"}],
-            tools=ANTHROPIC_TOOLS,  # type: ignore[arg-type]
+            tools=ANTHROPIC_TOOLS,
         ) as stream:
             final = await stream.get_final_message()
         assert [block.type for block in final.content] == ["text", "tool_use"]
