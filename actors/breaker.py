@@ -26,6 +26,7 @@ import functools
 import inspect
 import logging
 import math
+import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from types import CoroutineType
 from typing import Any, Final, ParamSpec, TypeVar, cast
@@ -126,46 +127,126 @@ class Gate:
         self.sample_mask = sample_mask
 
 
+#: Where a dormant actor's callers go: the slow path, which activates it.
+DORMANT: Final = Gate(CLOSED, 0, False, None)
+
+#: CLOSED gates are the same for every breaker at the same generation and policies: shared
+#: (a gate is never changed once published), so 100,000 closed breakers do not hold 100,000
+#: equal gates.  Only early generations are kept; later ones are built each time.
+_closed_gates: dict[tuple[int, bool, int], Gate] = {}
+_SHARED_GENERATIONS: Final = 64
+
+_activation_lock = threading.Lock()
+
+
+def _closed_gate(generation: int, plain: bool, mask: int) -> Gate:
+    key = (generation, plain, mask)
+    gate = _closed_gates.get(key)
+    if gate is None:
+        gate = Gate(CLOSED, generation, plain, None, policies=not plain, sample_mask=mask)
+        if generation < _SHARED_GENERATIONS:
+            gate = _closed_gates.setdefault(key, gate)
+    return gate
+
+
 class BreakerActor(Actor):
-    """Owns one breaker's data; every handler runs on the runtime's loop thread."""
+    """Owns one breaker's data; every handler runs on the runtime's loop thread.
+
+    A new actor is *dormant*: it holds its name, config and runtime and nothing else (no
+    mailbox, no hot-path lists, no :class:`BreakerData`), and its gate is :data:`DORMANT`,
+    which sends the first caller to the slow path.  The first message, call or read of
+    ``data`` *activates* it (:meth:`_activate`).  A service that makes a breaker per host or
+    tenant thus pays a couple of hundred bytes for each one it never calls.
+    """
 
     __slots__ = (
         "_batch_epoch",
         "_batch_now",
         "_calls",
+        "_data",
         "_successes",
         "_tallies",
+        "_track",
         "bus",
         "cluster",
         "config",
-        "data",
         "gate",
         "name",
     )
 
     def __init__(
-        self, name: str, config: CircuitBreakerConfig, runtime: Runtime, bus: EventBus
+        self,
+        name: str,
+        config: CircuitBreakerConfig,
+        runtime: Runtime,
+        bus: EventBus,
+        track: Callable[[BreakerActor], None] | None = None,
     ) -> None:
-        super().__init__(runtime)
+        # Not Actor.__init__: the mailbox is made on activation (``_post`` and ``_ask_inline``
+        # activate first).  ``track`` is told about the actor when it activates (the system
+        # closes active actors' gates at shutdown; a dormant one has nothing to close).
+        self._runtime = runtime
+        self._scheduled = False
+        self._mailbox = cast("list[Any]", None)
+        self._track = track
         self.name = name
         self.config = config
         self.bus = bus
-        self.data = BreakerData(name)
         self.cluster: ClusterLink | None = None
-        # Hot-path channels, beside the mailbox, plain lists for the same GIL-atomicity
-        # reasons as the mailbox: a timed success admitted by the CLOSED gate appends its
-        # duration to `_successes`; an untimed one appends SUCCESS to `_tallies`, and a
-        # rejection by the OPEN gate appends REJECTION there (sum() of the tallies counts the
-        # successes, in C).  `_calls` picks which calls are timed (see Gate.sample_mask).
-        self._successes: list[float] = []
-        self._tallies: list[int] = []
+        self._data: BreakerData | None = None
         self._calls = 0
         self._batch_now = 0.0
         self._batch_epoch = 0.0
-        self._publish_gate()
+        self.gate = DORMANT
+
+    def _activate(self) -> BreakerData:
+        """Make what a dormant actor left out, once (any thread; the lock settles a race)."""
+        with _activation_lock:
+            data = self._data
+            if data is not None:
+                return data
+            # Hot-path channels, beside the mailbox, plain lists for the same GIL-atomicity
+            # reasons as the mailbox: a timed success admitted by the CLOSED gate appends its
+            # duration to `_successes`; an untimed one appends SUCCESS to `_tallies`, and a
+            # rejection by the OPEN gate appends REJECTION there (sum() of the tallies counts
+            # the successes, in C).  `_calls` picks which calls are timed (Gate.sample_mask).
+            self._successes: list[float] = []
+            self._tallies: list[int] = []
+            self._mailbox = []
+            data = BreakerData(self.name)
+            data.clustered = self.cluster is not None
+            self._data = data
+            self._publish_gate()  # last: a gate that admits on the fast path needs the lists
+            if self._track is not None:
+                self._track(self)
+            return data
+
+    @property
+    def data(self) -> BreakerData:
+        """The breaker's counters and state (activates a dormant actor)."""
+        data = self._data
+        return data if data is not None else self._activate()
+
+    @property
+    def dormant(self) -> bool:
+        """True until the first message, call or read of :attr:`data`."""
+        return self._data is None
+
+    def _post(self, item: Any) -> None:
+        if self._data is None:
+            self._activate()
+        super()._post(item)
+
+    def _ask_inline(self, message: Any) -> Any:
+        if self._data is None:
+            self._activate()
+        return super()._ask_inline(message)
 
     def __repr__(self) -> str:
-        return f"<BreakerActor {self.name!r} {self.data.state.name} gen={self.data.generation}>"
+        data = self._data
+        if data is None:
+            return f"<BreakerActor {self.name!r} dormant>"
+        return f"<BreakerActor {self.name!r} {data.state.name} gen={data.generation}>"
 
     def _drain(self) -> None:
         # The two hot-path channels are applied before the envelopes that follow them.  A
@@ -253,9 +334,7 @@ class BreakerActor(Actor):
             plain = not self.config.needs_caller_policies
             # A slow-call policy needs every duration; otherwise one call in 16 is timed.
             mask = 0 if self.config.slow_call_duration is not None else SAMPLE_MASK
-            self.gate = Gate(
-                CLOSED, data.generation, plain, None, policies=not plain, sample_mask=mask
-            )
+            self.gate = _closed_gate(data.generation, plain, mask)
         elif data.state is OPEN:
             open_until = math.inf if data.forced else data.open_until
             self.gate = Gate(OPEN, data.generation, False, open_until)
@@ -293,11 +372,13 @@ class BreakerActor(Actor):
     def join_cluster(self, cluster: ClusterLink | None) -> None:
         """Start (or stop) deferring the end of each break to ``cluster``'s probe lease."""
         self.cluster = cluster
-        self.data.clustered = cluster is not None
+        if self._data is not None:  # else activation copies it
+            self._data.clustered = cluster is not None
 
     def close_gate(self) -> None:
         """The system is shutting down: send every caller to the slow path, which raises."""
-        self._publish_gate()
+        if self._data is not None:  # a dormant gate already sends callers there
+            self._publish_gate()
 
 
 def _counters(data: BreakerData) -> tuple[int, int, int, int, list[int], float]:
@@ -341,7 +422,8 @@ class Breaker:
                 text += " forced"
             else:
                 text += f" retry_in={max(0.0, gate.open_until - self._now()):.1f}s"
-        return text + f" inflight={self._actor.data.probes_in_flight}>"
+        data = self._actor._data
+        return text + f" inflight={data.probes_in_flight if data is not None else 0}>"
 
     # -- guarded calls -----------------------------------------------------------------------
 
@@ -457,7 +539,9 @@ class Breaker:
     async def _admit_async(self, gate: Gate) -> tuple[int, bool]:
         """Admission off the plain fast path: ``(generation, probe)``, by the gate's policies
         flag or by asking the actor; raises :class:`CircuitBreakerOpenError` when refused."""
-        if gate.policies:
+        if gate is DORMANT:
+            gate = self._wake()
+        if gate.closed or gate.policies:
             return gate.generation, False
         admission: Admission = await self._actor.ask_async(Admit(), abandoned=self._give_back)
         self._check_admission(admission)
@@ -541,7 +625,9 @@ class Breaker:
     def _call_admitted(self, gate: Gate, fn: Callable[..., T], args: Any, kwargs: Any) -> T:
         """The sync mirror of :meth:`_call_admitted_async`.  A sync call cannot be interrupted:
         one that overruns ``call_timeout`` fails with ``CallTimeoutError`` once it returns."""
-        if gate.policies:
+        if gate is DORMANT:
+            gate = self._wake()
+        if gate.closed or gate.policies:
             generation, probe = gate.generation, False
         else:
             admission: Admission = self._actor.ask(Admit())
@@ -565,6 +651,15 @@ class Breaker:
         else:
             self._actor.tell(outcome)
         return result
+
+    def _wake(self) -> Gate:
+        """Activate a dormant actor and return its first real gate: a CLOSED one admits this
+        call without an ask (its outcome then takes the ordinary message route, timed: it
+        counts as the first call of the one-in-16 sample)."""
+        actor = self._actor
+        actor._activate()
+        actor._calls += 1
+        return actor.gate
 
     def _judge(
         self,

@@ -1,11 +1,18 @@
-"""Counting over time, at a constant cost per call.
+"""Counting over time, at a constant cost per call and a small cost per breaker.
 
-Two small structures the breaker machine owns: a per-second ring for the failure rate over the
-monitoring window, and a fixed-bucket histogram of call durations (the monitor's percentiles and
-the telemetry histogram both read it).  Both are allocated on first use, so an idle breaker
-costs nothing for them, and both keep their counts in ``array``s: fixed 8 bytes a slot (a list
-would point at a separate int object once a count passes 256) and invisible to the garbage
-collector, which matters with 100,000 active breakers.
+Two small structures the breaker machine owns: a per-second record of outcomes for the failure
+rate over the monitoring window, and a fixed-bucket histogram of call durations (the monitor's
+percentiles and the telemetry histogram both read it).  Both are allocated on first use, so an
+idle breaker costs nothing for them.
+
+Sized for 100,000 breakers: counts live in ``array``s (no int object per count, invisible to
+the garbage collector) of the *smallest* item type, one byte, that widens (to 2, 4, then 8
+bytes) the first time a count would overflow it; a breaker that ran one call carries a few
+hundred bytes, not kilobytes.  The rate record starts sparse (a handful of seconds, searched
+linearly) and becomes a ring with one slot per second of the window only once more distinct
+seconds than that are live: most breakers of a breaker-per-host service see few calls.
+Alternatives considered: a dict per second (~200 bytes per entry), and coarser buckets (which
+would change when an old failure leaves the window).
 """
 
 from __future__ import annotations
@@ -23,6 +30,23 @@ DURATION_BOUNDS: Final[tuple[float, ...]] = tuple(1e-6 * 2 ** (k / 4) for k in r
 #: Largest batch whose durations are all bucketed one by one (see ``record_run``).
 SAMPLE: Final = 64
 
+#: Item types from narrowest to widest ('q' for stamps, which may be negative).
+_WIDER: Final = {"B": "H", "H": "I", "I": "Q", "i": "q"}
+
+#: The stamp of a slot that never held a second (older than any window).
+UNUSED: Final = -(2**31)
+
+#: Distinct live seconds the rate record holds before it becomes a full ring.
+SPARSE: Final = 4
+
+
+def widened(counts: array[int]) -> array[int]:
+    """A copy of ``counts`` in the next wider item type (``OverflowError`` at 8 bytes)."""
+    wider = _WIDER.get(counts.typecode)
+    if wider is None:
+        raise OverflowError(f"count does not fit in array type {counts.typecode!r}")
+    return array(wider, counts)
+
 
 class DurationHistogram:
     """Counts of call durations per bucket of :data:`DURATION_BOUNDS`."""
@@ -30,12 +54,24 @@ class DurationHistogram:
     __slots__ = ("count", "counts", "total")
 
     def __init__(self) -> None:
-        self.counts = array("Q", bytes(8 * (len(DURATION_BOUNDS) + 1)))
+        self.counts = array("B", bytes(len(DURATION_BOUNDS) + 1))
         self.count = 0
         self.total = 0.0
 
+    def _add(self, index: int, count: int) -> None:
+        try:
+            self.counts[index] += count
+        except OverflowError:
+            while True:
+                self.counts = widened(self.counts)
+                try:
+                    self.counts[index] += count
+                    return
+                except OverflowError:
+                    continue
+
     def record(self, duration: float) -> None:
-        self.counts[bisect_left(DURATION_BOUNDS, duration)] += 1
+        self._add(bisect_left(DURATION_BOUNDS, duration), 1)
         self.count += 1
         self.total += duration
 
@@ -47,16 +83,16 @@ class DurationHistogram:
         count = len(durations)
         self.count += count
         self.total += fsum(durations)
-        counts = self.counts
+        add = self._add
         if count <= SAMPLE:
             for duration in durations:
-                counts[bisect_left(DURATION_BOUNDS, duration)] += 1
+                add(bisect_left(DURATION_BOUNDS, duration), 1)
             return
         stride = count // SAMPLE
         samples = durations[::stride]
         for duration in samples[:-1]:
-            counts[bisect_left(DURATION_BOUNDS, duration)] += stride
-        counts[bisect_left(DURATION_BOUNDS, samples[-1])] += count - (len(samples) - 1) * stride
+            add(bisect_left(DURATION_BOUNDS, duration), stride)
+        add(bisect_left(DURATION_BOUNDS, samples[-1]), count - (len(samples) - 1) * stride)
 
     def percentile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1), interpolated inside its bucket; None with no data."""
@@ -76,43 +112,88 @@ class DurationHistogram:
 class RateWindow:
     """Successes, failures and slow calls per whole second over the last ``seconds`` seconds.
 
-    Slow calls are a subset of the other two (a call can be slow and succeed)."""
+    Slow calls are a subset of the other two (a call can be slow and succeed).  Slot ``i`` has
+    its second in ``stamps[i]`` and its counts at ``counts[3i]`` (successes), ``3i + 1``
+    (failures) and ``3i + 2`` (slow).  While sparse, a second takes any slot whose second has
+    left the window; as a ring (``ring`` True), second ``s`` always takes slot ``s % size``.
+    """
 
-    __slots__ = ("failures", "size", "slow", "stamps", "successes")
+    __slots__ = ("counts", "ring", "size", "stamps")
 
     def __init__(self, seconds: float) -> None:
         self.size = max(1, math.ceil(seconds))
-        self.stamps = array("q", [-1]) * self.size
-        self.successes = array("Q", bytes(8 * self.size))
-        self.failures = array("Q", bytes(8 * self.size))
-        self.slow = array("Q", bytes(8 * self.size))
+        self.ring = self.size <= SPARSE
+        slots = self.size if self.ring else SPARSE
+        self.stamps = array("i", [UNUSED]) * slots
+        self.counts = array("B", bytes(3 * slots))
 
-    def _slot(self, now: float) -> int:
-        second = int(now)
-        index = second % self.size
-        if self.stamps[index] != second:
-            self.stamps[index] = second
-            self.successes[index] = 0
-            self.failures[index] = 0
-            self.slow[index] = 0
+    def _slot(self, second: int) -> int:
+        stamps = self.stamps
+        if self.ring:
+            index = second % self.size
+        else:
+            try:
+                return stamps.index(second)
+            except ValueError:
+                pass
+            oldest = second - self.size
+            index = next((i for i, stamp in enumerate(stamps) if stamp <= oldest), -1)
+            if index < 0:
+                self._grow()
+                return self._slot(second)
+        if stamps[index] != second:
+            try:
+                stamps[index] = second
+            except OverflowError:
+                self.stamps = widened(stamps)
+                self.stamps[index] = second
+            base = 3 * index
+            self.counts[base : base + 3] = array(self.counts.typecode, (0, 0, 0))
         return index
 
+    def _grow(self) -> None:
+        """Every sparse slot is live: become a ring with a slot for each second."""
+        size = self.size
+        stamps = array(self.stamps.typecode, [UNUSED]) * size
+        counts = array(self.counts.typecode, (0, 0, 0)) * size
+        for index, stamp in enumerate(self.stamps):
+            target = stamp % size
+            stamps[target] = stamp
+            counts[3 * target : 3 * target + 3] = self.counts[3 * index : 3 * index + 3]
+        self.stamps, self.counts, self.ring = stamps, counts, True
+
+    def _add(self, position: int, count: int) -> None:
+        try:
+            self.counts[position] += count
+        except OverflowError:
+            while True:
+                self.counts = widened(self.counts)
+                try:
+                    self.counts[position] += count
+                    return
+                except OverflowError:
+                    continue
+
     def add(self, now: float, successes: int, failures: int, slow: int = 0) -> None:
-        index = self._slot(now)
-        self.successes[index] += successes
-        self.failures[index] += failures
+        base = 3 * self._slot(int(now))
+        if successes:
+            self._add(base, successes)
+        if failures:
+            self._add(base + 1, failures)
         if slow:
-            self.slow[index] += slow
+            self._add(base + 2, slow)
 
     def totals(self, now: float) -> tuple[int, int, int]:
-        """(successes, failures, slow) over the buckets still inside the window at ``now``."""
+        """(successes, failures, slow) over the slots still inside the window at ``now``."""
         oldest = int(now) - self.size
+        counts = self.counts
         successes = failures = slow = 0
         for index, stamp in enumerate(self.stamps):
             if stamp > oldest:
-                successes += self.successes[index]
-                failures += self.failures[index]
-                slow += self.slow[index]
+                base = 3 * index
+                successes += counts[base]
+                failures += counts[base + 1]
+                slow += counts[base + 2]
         return successes, failures, slow
 
     def failure_rate(self, now: float) -> float:

@@ -26,7 +26,7 @@ from actors.breaker import Breaker, BreakerActor
 from actors.bus import EventBus
 from actors.clock import Clock, MonotonicClock
 from actors.cluster import ClusterLink
-from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig
+from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig, interned
 from actors.errors import ActorSystemClosedError
 from actors.messages import Command, ProbeLeaseDecided, UseLocalCounts
 from actors.runtime import Actor, Runtime
@@ -50,7 +50,10 @@ class ActorSystem:
         self.runtime = Runtime(self.clock, floating=_floating, name=name)
         self.bus = EventBus(self.runtime)
         self._breakers: dict[str, Breaker] = {}
-        self._actors: weakref.WeakSet[BreakerActor] = weakref.WeakSet()  # named or not
+        # Active actors, named or not (a dormant one has nothing to close at shutdown).  One
+        # bound method shared by every actor, rather than one each.
+        self._actors: weakref.WeakSet[BreakerActor] = weakref.WeakSet()
+        self._track = self._actors.add
         self._task_group: anyio.abc.TaskGroup | None = None
         self._cluster_scope: anyio.CancelScope | None = None
         self._create_lock = threading.Lock()  # guards the name table, not breaker state
@@ -159,8 +162,7 @@ class ActorSystem:
         return self._create(name, config or DEFAULT_CONFIG, cls)
 
     def _create(self, name: str, config: CircuitBreakerConfig, cls: type[Breaker]) -> Breaker:
-        actor = BreakerActor(name, config, self.runtime, self.bus)
-        self._actors.add(actor)
+        actor = BreakerActor(name, interned(config), self.runtime, self.bus, self._track)
         return cls(actor)
 
     # -- cluster mode (see actors.cluster) ----------------------------------------------------

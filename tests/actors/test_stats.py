@@ -1,0 +1,70 @@
+"""The compact counters: same answers as a plain model, whatever the sizes and the clock."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from actors.stats import SPARSE, DurationHistogram, RateWindow
+
+
+class PlainWindow:
+    """The rule, spelled out: a dict of per-second counts, summed over the window."""
+
+    def __init__(self, seconds: float) -> None:
+        self.size = max(1, -int(-seconds // 1))
+        self.seconds: dict[int, list[int]] = {}
+
+    def add(self, now: float, successes: int, failures: int, slow: int) -> None:
+        counts = self.seconds.setdefault(int(now), [0, 0, 0])
+        counts[0] += successes
+        counts[1] += failures
+        counts[2] += slow
+
+    def totals(self, now: float) -> tuple[int, int, int]:
+        oldest = int(now) - self.size
+        live = [counts for second, counts in self.seconds.items() if second > oldest]
+        return (
+            sum(c[0] for c in live),
+            sum(c[1] for c in live),
+            sum(c[2] for c in live),
+        )
+
+
+@pytest.mark.parametrize("seconds", [1, 2.5, SPARSE, SPARSE + 1, 60])
+@pytest.mark.parametrize("start", [0.0, 7.5, 3e9])
+def test_the_rate_window_agrees_with_a_plain_model(seconds: float, start: float) -> None:
+    rng = random.Random(f"{seconds}-{start}")
+    window, model = RateWindow(seconds), PlainWindow(seconds)
+    now = start
+    for _ in range(300):
+        now += rng.choice([0.0, 0.3, 1.0, 2.0, 7.0, 70.0])
+        most = rng.choice([0, 1, 3, 300, 70_000])
+        outcomes = rng.randint(0, most), rng.randint(0, most), rng.randint(0, most)
+        window.add(now, *outcomes)
+        model.add(now, *outcomes)
+        assert window.totals(now) == model.totals(now)
+
+
+def test_a_breaker_with_few_calls_keeps_a_few_bytes_of_counts() -> None:
+    window = RateWindow(60)
+    window.add(10.0, 1, 0)
+    assert len(window.stamps) == SPARSE and window.counts.itemsize == 1
+    for second in range(11, 11 + SPARSE):
+        window.add(float(second), 1, 1)
+    assert len(window.stamps) == 60  # more live seconds than the sparse slots: a ring
+    assert window.totals(14.0) == (SPARSE + 1, SPARSE, 0)
+
+
+def test_counts_widen_instead_of_overflowing() -> None:
+    histogram = DurationHistogram()
+    assert histogram.counts.itemsize == 1
+    for _ in range(300):
+        histogram.record(0.001)
+    histogram.record_run([0.002] * 100_000)
+    assert histogram.counts.itemsize >= 4
+    assert sum(histogram.counts) == histogram.count == 100_300
+    window = RateWindow(1)
+    window.add(5.0, 2**40, 0)
+    assert window.totals(5.0) == (2**40, 0, 0)
