@@ -28,6 +28,7 @@ from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 import aiohttp
 
 from service.llm.errors import (
+    InvalidRequestError,
     MalformedResponseError,
     ProviderSaturatedError,
     error_for_status,
@@ -203,6 +204,16 @@ class Provider:
 
     # -- the library: requests and answers in a wire format ------------------------------------
 
+    def _body(self, request: ChatRequest, model: str, *, stream: bool) -> bytes:
+        settings = self.settings
+        try:
+            return settings.wire.body(
+                request, model, stream=stream, default_max_tokens=settings.max_tokens
+            )
+        except InvalidRequestError as exc:  # a field the format cannot express
+            exc.provider = self.name
+            raise
+
     async def complete(
         self,
         session: aiohttp.ClientSession,
@@ -214,9 +225,8 @@ class Provider:
 
         Raises the mapped :class:`APIError` for every fault; nothing else except cancellation.
         """
-        settings = self.settings
-        wire = settings.wire
-        body = wire.body(request, model, stream=False, default_max_tokens=settings.max_tokens)
+        wire = self.settings.wire
+        body = self._body(request, model, stream=False)
         payload, _ = await self.read(
             session, wire.url(self.base_url), body, wire.headers(self.secret, stream=False), timeout
         )
@@ -236,9 +246,8 @@ class Provider:
         ends before the format's end marker raises :class:`MalformedResponseError`, one cut
         by the network :class:`NetworkTimeoutError`: either way it did not complete.
         """
-        settings = self.settings
-        wire = settings.wire
-        body = wire.body(request, model, stream=True, default_max_tokens=settings.max_tokens)
+        wire = self.settings.wire
+        body = self._body(request, model, stream=True)
         decoder = wire.decoder(request, provider=self.name, secret=self.secret, into=into)
         response = await self.post(
             session,

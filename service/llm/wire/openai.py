@@ -9,6 +9,7 @@ A stream is ``data: {chunk}`` events ended by ``data: [DONE]``.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import msgspec
 
@@ -152,37 +153,54 @@ class ChatCompletions:
             raise MalformedResponseError(
                 f"invalid Chat Completions answer: {exc}", provider=provider
             ) from None
-        if answer.error is not None:
-            raise error_for_type(provider, answer.error.type, answer.error.message, secret=secret)
-        choice = next((choice for choice in answer.choices if choice.index == 0), None)
-        if choice is None:
-            raise MalformedResponseError(
-                "invalid Chat Completions answer: no choices", provider=provider
-            )
-        message = choice.message
-        return LLMResponse(
-            content=message.content,
-            model=answer.model or model,
-            provider=provider,
-            usage=answer.usage.normalized() if answer.usage is not None else None,
-            finish_reason=choice.finish_reason,
-            tool_calls=tuple(
-                ToolCall(
-                    id=call.id,
-                    type=call.type,
-                    function=FunctionCall(
-                        name=call.function.name, arguments=call.function.arguments
-                    ),
-                )
-                for call in message.tool_calls or ()
-            ),
-            refusal=message.refusal,
-        )
+        return response_of(answer, provider=provider, model=model, secret=secret)
 
     def decoder(
         self, request: ChatRequest, *, provider: str, secret: str | None, into: StreamResult
     ) -> ChatCompletionsDecoder:
         return ChatCompletionsDecoder(provider, secret, into)
+
+
+def response_from_dict(
+    data: dict[str, Any], *, provider: str, model: str, secret: str | None
+) -> LLMResponse:
+    """The answer in a Chat Completions answer already decoded (a translated one)."""
+    try:
+        answer = msgspec.convert(data, _Completion)
+    except msgspec.ValidationError as exc:
+        raise MalformedResponseError(
+            f"invalid Chat Completions answer: {exc}", provider=provider
+        ) from None
+    return response_of(answer, provider=provider, model=model, secret=secret)
+
+
+def response_of(
+    answer: _Completion, *, provider: str, model: str, secret: str | None
+) -> LLMResponse:
+    if answer.error is not None:
+        raise error_for_type(provider, answer.error.type, answer.error.message, secret=secret)
+    choice = next((choice for choice in answer.choices if choice.index == 0), None)
+    if choice is None:
+        raise MalformedResponseError(
+            "invalid Chat Completions answer: no choices", provider=provider
+        )
+    message = choice.message
+    return LLMResponse(
+        content=message.content,
+        model=answer.model or model,
+        provider=provider,
+        usage=answer.usage.normalized() if answer.usage is not None else None,
+        finish_reason=choice.finish_reason,
+        tool_calls=tuple(
+            ToolCall(
+                id=call.id,
+                type=call.type,
+                function=FunctionCall(name=call.function.name, arguments=call.function.arguments),
+            )
+            for call in message.tool_calls or ()
+        ),
+        refusal=message.refusal,
+    )
 
 
 class ChatCompletionsDecoder:
@@ -212,9 +230,15 @@ class ChatCompletionsDecoder:
             ) from None
         return self.feed_chunk(chunk)
 
-    def feed_dict(self, chunk: dict[str, object]) -> Sequence[Delta]:
+    def feed_dict(self, chunk: dict[str, Any]) -> Sequence[Delta]:
         """A chunk already decoded (from a translated stream)."""
-        return self.feed_chunk(msgspec.convert(chunk, _Chunk))
+        try:
+            decoded = msgspec.convert(chunk, _Chunk)
+        except msgspec.ValidationError as exc:
+            raise MalformedResponseError(
+                f"invalid Chat Completions stream chunk: {exc}", provider=self._provider
+            ) from None
+        return self.feed_chunk(decoded)
 
     def feed_chunk(self, chunk: _Chunk) -> Sequence[Delta]:
         if chunk.error is not None:

@@ -275,9 +275,12 @@ class FakeProvider:
         model = self.model or ("fake-claude" if anthropic else "fake-gpt")
         pieces = _pieces(self.reply)
         limit = fault.after if fault is not None else None
-        for index, (kind, event) in enumerate(events(model, pieces)):
-            if kind == "delta" and limit is not None and index - 1 >= limit:
-                break
+        deltas = 0
+        for kind, event in events(model, pieces):
+            if kind == "delta":
+                if limit is not None and deltas >= limit:
+                    break
+                deltas += 1
             await response.write(_sse(event, anthropic))
         else:
             await response.write_eof()
@@ -321,6 +324,8 @@ def _anthropic_events(model: str, pieces: list[str]) -> Iterator[tuple[str, Any]
     message: dict[str, Any] = {"id": "m", "type": "message", "role": "assistant", "model": model}
     message |= {"content": [], "usage": {"input_tokens": 11, "output_tokens": 1}}
     yield "start", {"type": "message_start", "message": message}
+    block = {"type": "text", "text": ""}
+    yield "start", {"type": "content_block_start", "index": 0, "content_block": block}
     for piece in pieces:
         delta = {"type": "text_delta", "text": piece}
         yield "delta", {"type": "content_block_delta", "index": 0, "delta": delta}

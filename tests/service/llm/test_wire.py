@@ -28,7 +28,8 @@ from service.llm.wire.sse import SSEDecoder, SSEEvent
 
 OPENAI = ChatCompletions(include_usage=True)
 ANTHROPIC = AnthropicMessages()
-REQUEST = build_request([{"role": "user", "content": "hi"}], {}, provider="test")
+HI = [{"role": "user", "content": "hi"}]
+REQUEST = build_request(HI, {}, provider="test")
 
 
 def feed(lines: list[str]) -> list[SSEEvent]:
@@ -182,22 +183,32 @@ def test_anthropic_body_moves_system_and_developer_messages() -> None:
     }
 
 
-def test_anthropic_parse_joins_text_blocks_and_translates_the_stop_reason() -> None:
+def test_anthropic_parse_joins_text_blocks_and_keeps_tool_use_as_tool_calls() -> None:
     body = msgspec.json.encode(
         {
+            "id": "msg_1",
             "type": "message",
             "content": [
                 {"type": "text", "text": "a"},
-                {"type": "tool_use", "id": "t"},
+                {"type": "tool_use", "id": "t", "name": "f", "input": {"x": 1}},
                 {"type": "text", "text": "b"},
             ],
-            "stop_reason": "max_tokens",
+            "stop_reason": "tool_use",
             "usage": {"input_tokens": 1, "output_tokens": 2},
         }
     )
     answer = ANTHROPIC.parse(body, REQUEST, provider="anthropic", model="asked", secret=None)
-    assert (answer.content, answer.model, answer.finish_reason) == ("ab", "asked", "length")
+    assert (answer.content, answer.model, answer.finish_reason) == ("ab", "asked", "tool_calls")
+    assert answer.tool_calls == (
+        ToolCall(id="t", function=FunctionCall(name="f", arguments='{"x":1}')),
+    )
     assert answer.usage == Usage(prompt_tokens=1, completion_tokens=2, total_tokens=3)
+
+
+def test_anthropic_body_refuses_a_field_without_counterpart_by_name() -> None:
+    request = build_request(HI, {"logprobs": True}, provider="anthropic")
+    with pytest.raises(InvalidRequestError, match="logprobs"):
+        ANTHROPIC.body(request, "claude", stream=False, default_max_tokens=1024)
 
 
 @pytest.mark.parametrize(
@@ -217,24 +228,44 @@ def test_anthropic_parse_failures(body: bytes, error: type[APIError] | None) -> 
 def test_anthropic_decoder_events() -> None:
     result = StreamResult()
     decoder = ANTHROPIC.decoder(REQUEST, provider="anthropic", secret=None, into=result)
+    tool = {"type": "tool_use", "id": "t1", "name": "f", "input": {}}
     events: list[dict[str, Any]] = [
         {"type": "message_start", "message": {"model": "claude", "content": [],
                                               "usage": {"input_tokens": 4}}},
-        {"type": "content_block_start", "index": 0, "content_block": {"type": "text"}},
-        {"type": "content_block_delta", "delta": {"type": "text_delta", "text": "hi"}},
-        {"type": "content_block_delta", "delta": {"type": "input_json_delta", "partial": "{"}},
+        {"type": "content_block_start", "index": 0, "content_block": {"type": "text", "text": ""}},
+        {"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": "hi"}},
+        {"type": "content_block_stop", "index": 0},
+        {"type": "content_block_start", "index": 1, "content_block": tool},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": '{"a"'}},
+        {"type": "content_block_delta", "index": 1,
+         "delta": {"type": "input_json_delta", "partial_json": ": 1}"}},
         {"type": "ping"},
         {"type": "some_future_event"},
-        {"type": "message_delta", "delta": {"stop_reason": "stop_sequence"},
+        {"type": "message_delta", "delta": {"stop_reason": "tool_use"},
          "usage": {"output_tokens": 6}},
     ]  # fmt: skip
-    texts = [list(decoder.feed(SSEEvent(event["type"], json.dumps(event)))) for event in events]
-    assert texts == [[], [], ["hi"], [], [], [], []]
+    deltas = [list(decoder.feed(SSEEvent(event["type"], json.dumps(event)))) for event in events]
+    assert deltas == [
+        [],
+        [],
+        ["hi"],
+        [],
+        [ToolCallDelta(index=0, id="t1", type="function", name="f")],
+        [ToolCallDelta(index=0, arguments='{"a"')],
+        [ToolCallDelta(index=0, arguments=": 1}")],
+        [],
+        [],
+        [],
+    ]
     assert not decoder.done
     decoder.feed(SSEEvent("message_stop", '{"type": "message_stop"}'))
     assert decoder.done
-    assert (result.model, result.finish_reason) == ("claude", "stop")
+    assert (result.model, result.finish_reason) == ("claude", "tool_calls")
     assert result.usage == Usage(prompt_tokens=4, completion_tokens=6, total_tokens=10)
+    assert result.tool_calls == (
+        ToolCall(id="t1", function=FunctionCall(name="f", arguments='{"a": 1}')),
+    )
 
 
 def test_anthropic_decoder_raises_the_error_event() -> None:
