@@ -96,7 +96,7 @@ def expected_points(name: str) -> Points:
         names.CALLS: calls,
         names.TRANSITIONS: transitions,
         names.STATUS: status,
-        names.FAILURE_RATE: {pairs(**{names.NAME: name}): 0.5},
+        names.FAILURE_RATE: {pairs(**{names.NAME: name}): 0.0},  # the close started afresh
         names.DROPPED_EVENTS: {pairs(): 0},
     }
 
