@@ -32,6 +32,12 @@ if TYPE_CHECKING:
 
 
 class ClusterLink(Protocol):
+    def attached(self, system: ActorSystem) -> None:
+        """The link now serves ``system`` (the system's thread, before ``run`` starts; must
+        not block).  Listen to the bus from here: a breaker may change before ``run``'s task
+        first runs, and that change must be published once the link is up."""
+        ...
+
     async def run(self, system: ActorSystem) -> None:
         """Keep the link up until cancelled; runs as a task of ``system``'s task group."""
         ...

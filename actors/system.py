@@ -173,6 +173,7 @@ class ActorSystem:
         if self.cluster is not None:
             raise RuntimeError(f"actor system {self.name!r} already has a cluster link")
         self.cluster = cluster
+        cluster.attached(self)  # listening before any breaker can ask it for a lease
         for breaker in self._breakers.values():
             breaker._actor.join_cluster(cluster)
 

@@ -27,6 +27,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 
+from actors.bus import Subscription
 from actors.config import CircuitState
 from actors.errors import BreakerError, ConfigurationError
 from actors.events import CallsRecorded, Event, StateChanged
@@ -150,7 +151,7 @@ class RedisCluster:
         self._outbox: dict[str, StateChanged] = {}
         self._to_read: set[str] = set()
         self._writing: set[str] = set()  # breakers whose record this replica is writing
-        self._early_requests: list[tuple[str, int]] = []
+        self._subscription: Subscription | None = None
         self._last_error: str | None = None
         self._connected_since: float | None = None
         self._counters = dict.fromkeys(
@@ -213,9 +214,8 @@ class RedisCluster:
 
         Not connected: granted at once, so the breaker decides locally."""
         system = self._system
-        if system is None:  # attached, but `run` has not started yet: answered when it does
-            self._early_requests.append((breaker, generation))
-        elif self._client is None:
+        assert system is not None, "attached before any breaker joins"
+        if self._client is None:
             self._leases.grant_locally(system, breaker, generation)
         else:
             system.runtime.spawn(
@@ -227,21 +227,25 @@ class RedisCluster:
         self._to_read.add(breaker)
         self._wake_soon()
 
-    async def run(self, system: ActorSystem) -> None:
-        """Keep the link up until cancelled (a task of ``system``'s task group)."""
+    def attached(self, system: ActorSystem) -> None:
+        """Listen to ``system``'s bus from now on (its thread, before ``run``): a transition
+        made before the link's task first runs waits in the outbox like any other, and is
+        published once the link is up."""
         if self._system is not None and self._system is not system:
             raise RuntimeError(f"{self!r} is already attached to another actor system")
         self._system = system
+        if self._subscription is None:
+            events: tuple[type[Event], ...] = (StateChanged,)
+            if self.cluster_counting:
+                events = (StateChanged, CallsRecorded)
+            self._subscription = system.bus.subscribe(self._on_event, events=events, buffer=4096)
+
+    async def run(self, system: ActorSystem) -> None:
+        """Keep the link up until cancelled (a task of ``system``'s task group)."""
+        self.attached(system)
         self._loop = asyncio.get_running_loop()
         self._thread_id = threading.get_ident()
         self._wake = asyncio.Event()
-        early, self._early_requests = self._early_requests, []
-        for breaker, generation in early:
-            self._leases.grant_locally(system, breaker, generation)
-        events: tuple[type[Event], ...] = (StateChanged,)
-        if self.cluster_counting:
-            events = (StateChanged, CallsRecorded)
-        subscription = system.bus.subscribe(self._on_event, events=events, buffer=4096)
         attempt = 0
         try:
             while True:
@@ -258,7 +262,9 @@ class RedisCluster:
                 attempt = min(attempt + 1, 30)
                 await anyio.sleep(delay * random.uniform(0.5, 1.0))
         finally:
-            subscription.close()
+            if self._subscription is not None:
+                self._subscription.close()
+                self._subscription = None
             self._status = "disconnected"
             self._connected_since = None
 

@@ -132,6 +132,9 @@ class _Link:
 
     status = "connecting"
 
+    def attached(self, system: ActorSystem) -> None:
+        pass
+
     async def run(self, system: ActorSystem) -> None:
         import anyio
 
