@@ -4,11 +4,14 @@ The machine's state is the map from Anthropic content block index to what the bl
 text (``delta.content``), a tool call (``delta.tool_calls[k]``, numbered in the order the
 calls start, as OpenAI numbers them), the structured answer (the forced tool's input JSON,
 streamed as ``delta.content``), or nothing (thinking blocks).  The chunks follow OpenAI's
-order and shape: a first chunk with ``role: assistant``; text and tool-call deltas (a call's
-first delta has ``id``, ``type`` and ``function.name``, later ones only ``arguments``
-fragments); a chunk with an empty delta and the ``finish_reason`` (at ``message_delta``); with
-``include_usage``, a last chunk with empty ``choices`` and the ``usage`` (at ``message_stop``),
-and ``"usage": null`` on every chunk before it, as OpenAI sends them.
+order and shape: the first chunk has ``role: assistant`` and comes with the first content
+block, as OpenAI's does with the first token (``content: ""`` before text, ``content: null``
+beside a first tool call, so that a client assembling a tool-only answer gets ``None``); text
+and tool-call deltas (a call's first delta has ``id``, ``type`` and ``function.name``, later
+ones only ``arguments`` fragments); a chunk with an empty delta and the ``finish_reason`` (at
+``message_delta``); with ``include_usage``, a last chunk with empty ``choices`` and the
+``usage`` (at ``message_stop``), and ``"usage": null`` on every chunk before it, as OpenAI
+sends them.
 
 An ``error`` event becomes an OpenAI error chunk (``{"error": {"message", "type", ...}}``, what
 OpenAI sends mid-stream) and ends the stream; ``ping`` and event types added later produce
@@ -45,6 +48,7 @@ class MessagesStreamToChat:
         "_id",
         "_include_usage",
         "_model",
+        "_role_sent",
         "_structured",
         "_tool_calls",
         "_usage",
@@ -68,6 +72,7 @@ class MessagesStreamToChat:
         self._blocks: dict[int, int] = {}
         self._tool_calls = 0
         self._usage: dict[str, Any] = {}
+        self._role_sent = False
         #: True once ``message_stop`` (or ``error``) has arrived.
         self.done = False
 
@@ -87,13 +92,15 @@ class MessagesStreamToChat:
                 return self._start(data["index"], data["content_block"])
             case "message_start":
                 self._usage.update(data["message"].get("usage") or {})
-                return [self._chunk({"role": "assistant", "content": ""})]
+                return []
             case "message_delta":
                 self._usage.update(
                     {k: v for k, v in (data.get("usage") or {}).items() if v is not None}
                 )
                 stop = (data.get("delta") or {}).get("stop_reason")
-                return [self._chunk({}, finish_reason(stop, structured=self._structured))]
+                chunks = [] if self._role_sent else [self._chunk(self._opening({"content": ""}))]
+                chunks.append(self._chunk({}, finish_reason(stop, structured=self._structured)))
+                return chunks
             case "message_stop":
                 self.done = True
                 if not self._include_usage:
@@ -119,11 +126,13 @@ class MessagesStreamToChat:
         match block.get("type"):
             case "text":
                 self._blocks[index] = _TEXT
-                text = block.get("text")
-                return [self._chunk({"content": text})] if text else []
+                text = block.get("text") or ""
+                if self._role_sent and not text:
+                    return []
+                return [self._chunk(self._opening({"content": text}))]
             case "tool_use" if self._structured:
                 self._blocks[index] = _STRUCTURED
-                return []
+                return [] if self._role_sent else [self._chunk(self._opening({"content": ""}))]
             case "tool_use":
                 call = self._tool_calls
                 self._tool_calls += 1
@@ -134,7 +143,7 @@ class MessagesStreamToChat:
                     "type": "function",
                     "function": {"name": block["name"], "arguments": ""},
                 }
-                return [self._chunk({"tool_calls": [first]})]
+                return [self._chunk(self._opening({"content": None, "tool_calls": [first]}))]
         self._blocks[index] = _SKIPPED  # thinking: Chat has no field for it
         return []
 
@@ -156,6 +165,14 @@ class MessagesStreamToChat:
                 )
             ]
         return []
+
+    def _opening(self, delta: dict[str, Any]) -> dict[str, Any]:
+        """``delta`` as the stream's first (with the role), or as it is once the role is sent
+        (then without a ``content: null`` beside tool calls)."""
+        if self._role_sent:
+            return {k: v for k, v in delta.items() if v is not None}
+        self._role_sent = True
+        return {"role": "assistant", **delta}
 
     def _chunk(self, delta: dict[str, Any], finish: str | None = None) -> dict[str, Any]:
         choice = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish}

@@ -12,7 +12,8 @@ The first chunk opens the message (``message_start``, with zero usage: a Chat st
 tokens only at its end); :meth:`finish`, at ``[DONE]``, closes the open block and sends
 ``message_delta`` (``stop_reason``, and the usage, input tokens included, since message_delta
 usage counts are cumulative) and ``message_stop``.  A refusal streams as text with
-``stop_reason: refusal``; an OpenAI error chunk becomes an ``error`` event and ends the stream.
+``stop_reason: refusal``; an OpenAI error chunk becomes an ``error`` event (its type mapped to
+one Anthropic's SDK knows) and ends the stream.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from __future__ import annotations
 from typing import Any
 
 from service.llm.translate.errors import refuse
-from service.llm.translate.vocab import messages_usage, stop_reason
+from service.llm.translate.vocab import anthropic_error_type, messages_usage, stop_reason
 
 __all__ = ["ChatStreamToMessages"]
 
@@ -73,7 +74,10 @@ class ChatStreamToMessages:
         if error is not None:
             self.done = True
             error = error if isinstance(error, dict) else {"message": str(error)}
-            body = {"type": error.get("type") or "api_error", "message": error.get("message") or ""}
+            body = {
+                "type": anthropic_error_type(error.get("type")),
+                "message": error.get("message") or "",
+            }
             events.append(("error", {"type": "error", "error": body}))
             return events
         if chunk.get("usage"):

@@ -17,6 +17,7 @@ import msgspec
 from service.llm.translate.errors import refuse
 
 __all__ = [
+    "anthropic_error_type",
     "arguments_to_input",
     "chat_usage",
     "finish_reason",
@@ -62,6 +63,37 @@ def stop_reason(finish: str | None) -> str:
     """The ``stop_reason`` for a Chat Completions ``finish_reason`` (missing or unknown:
     ``end_turn``)."""
     return _STOP_REASONS.get(finish or "", "end_turn")
+
+
+#: The error types Anthropic's SDK knows; an OpenAI type is mapped onto one of them.
+_ANTHROPIC_ERRORS = frozenset(
+    {
+        "invalid_request_error",
+        "authentication_error",
+        "billing_error",
+        "permission_error",
+        "not_found_error",
+        "rate_limit_error",
+        "timeout_error",
+        "api_error",
+        "overloaded_error",
+    }
+)
+_OPENAI_ERRORS = {
+    "server_error": "api_error",
+    "insufficient_quota": "rate_limit_error",
+    "rate_limit_exceeded": "rate_limit_error",
+    "requests": "rate_limit_error",  # OpenAI's 429 types name the limit that was hit
+    "tokens": "rate_limit_error",
+}
+
+
+def anthropic_error_type(openai_type: str | None) -> str:
+    """The Anthropic error ``type`` for an OpenAI stream error's type (unknown: ``api_error``,
+    a provider fault, which is what an error inside a 200 stream almost always is)."""
+    if openai_type in _ANTHROPIC_ERRORS:
+        return openai_type
+    return _OPENAI_ERRORS.get(openai_type or "", "api_error")
 
 
 def chat_usage(usage: dict[str, Any]) -> dict[str, Any]:
