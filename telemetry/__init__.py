@@ -11,6 +11,13 @@ because the function ``setup`` shares its module's name and a lazy import would 
 shadow the function.
 """
 
+from actors.extras import missing_extra
+
+try:
+    import opentelemetry.metrics  # noqa: F401  (the API: present only with the extra)
+except ImportError as exc:
+    raise missing_extra("opentelemetry", "otel", "breakerd's telemetry") from exc
+
 from telemetry.instrument import Instrumentation, instrument
 from telemetry.setup import Telemetry, setup, setup_in_memory
 from telemetry.tracing import traced

@@ -81,3 +81,19 @@ CALL_SPAN: Final = "circuit_breaker.call"
 STATE_CHANGE_EVENT: Final = "circuit_breaker.state_change"
 PROBE_EVENT: Final = "circuit_breaker.probe.completed"
 REJECTED_EVENT: Final = "circuit_breaker.call.rejected"
+
+# -- the service's gateway (recorded per request by the service, not by breakers) ---------------
+GATEWAY_REQUESTS: Final = "breakerd.gateway.requests"
+GATEWAY_REQUESTS_UNIT: Final = "{request}"
+GATEWAY_REQUESTS_DESCRIPTION: Final = "Gateway requests, by route, serving provider and status."
+
+GATEWAY_DURATION: Final = "breakerd.gateway.request.duration"
+GATEWAY_DURATION_UNIT: Final = "s"
+GATEWAY_DURATION_DESCRIPTION: Final = (
+    "Gateway request duration (until the answer or the stream ended), by route, provider, status."
+)
+GATEWAY_ROUTE: Final = "breakerd.route"
+GATEWAY_PROVIDER: Final = "breakerd.provider"
+HTTP_STATUS: Final = "http.response.status_code"  # semantic conventions' own
+#: Seconds: LLM requests take from tens of milliseconds to minutes.
+GATEWAY_DURATION_BOUNDS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)

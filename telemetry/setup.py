@@ -8,6 +8,9 @@ talks to the API (see ``telemetry.instrument``).  Two entry points:
   from the standard ``OTEL_*`` environment variables with OTLP exporters (``http/protobuf`` or
   ``grpc``), or from the reader / exporter passed in.  ``OTEL_SDK_DISABLED=true`` turns
   everything off: nothing is subscribed, nothing is exported, no call gets slower.
+  ``OTEL_METRICS_EXPORTER=prometheus`` (alone or beside ``otlp``), or ``prometheus=True``,
+  adds a pull reader: :func:`prometheus_registry` gives the ``CollectorRegistry`` that the
+  service's ``GET /metrics`` renders (a private one: never ``prometheus_client.REGISTRY``).
 - :func:`setup_in_memory` for benchmarks and tests: an ``InMemoryMetricReader`` and an
   ``InMemorySpanExporter``, never installed globally.
 
@@ -236,6 +239,8 @@ def setup(
     call_span_ratio: float = 0.0,
     use_global: bool = True,
     set_global: bool = True,
+    prometheus: bool = False,
+    from_env: bool = True,
 ) -> Telemetry:
     """Turn telemetry on for ``system`` (default: the process-wide actor system).
 
@@ -250,8 +255,11 @@ def setup(
     the global ones when ``set_global`` (possible once per process).
 
     ``call_span_ratio`` in [0, 1] samples per-call spans for :func:`telemetry.traced`
-    functions.  Raises :class:`~actors.errors.ConfigurationError` for an unsupported protocol
-    or exporter name.  Call it from any thread, before or after the system starts.
+    functions.  ``prometheus`` adds a Prometheus reader to whatever else is built;
+    ``from_env`` False builds no exporter from ``OTEL_*_EXPORTER`` (only the ones passed in
+    and the Prometheus reader).  Raises :class:`~actors.errors.ConfigurationError` for an
+    unsupported protocol or exporter name.  Call it from any thread, before or after the
+    system starts.
     """
     check_call_span_ratio(call_span_ratio)  # before anything is built
     if _env_flag("OTEL_SDK_DISABLED"):
@@ -259,8 +267,10 @@ def setup(
         return Telemetry()
     host_meters = _host_meter_provider() if use_global else None
     host_tracers = _host_tracer_provider() if use_global else None
-    metric_plan = [] if host_meters or metric_reader else _plan("metrics", protocol)
-    trace_plan = [] if host_tracers or span_exporter else _plan("traces", protocol)
+    metric_plan = [] if host_meters or metric_reader or not from_env else _plan("metrics", protocol)
+    trace_plan = [] if host_tracers or span_exporter or not from_env else _plan("traces", protocol)
+    if prometheus and host_meters is None and "prometheus" not in metric_plan:
+        metric_plan.append("prometheus")
     resource = _resource(service_name)
     readers: list[MetricReader] = []
     if host_meters is None:
@@ -382,14 +392,19 @@ def _resource(service_name: str | None) -> Resource:
     return resource
 
 
+_EXPORTERS = {
+    "OTEL_METRICS_EXPORTER": ("otlp", "prometheus", "console", "none"),
+    "OTEL_TRACES_EXPORTER": ("otlp", "console", "none"),
+}
+
+
 def _exporter_names(variable: str) -> list[str]:
     value = os.environ.get(variable, "otlp")
     chosen = [name.strip().lower() for name in value.split(",") if name.strip()]
     for name in chosen:
-        if name not in ("otlp", "console", "none"):
-            raise ConfigurationError(
-                f"{variable}: {name!r} is not supported (use otlp, console or none)"
-            )
+        if name not in _EXPORTERS[variable]:
+            supported = ", ".join(_EXPORTERS[variable])
+            raise ConfigurationError(f"{variable}: {name!r} is not supported (use {supported})")
     return [name for name in chosen if name != "none"]
 
 
@@ -416,12 +431,13 @@ def _signal_url(endpoint: str | None, signal: str) -> str | None:
 
 
 def _plan(signal: str, protocol: str | None) -> list[str]:
-    """The exporters to build for ``signal``: ``console``, ``grpc`` or ``http/protobuf``.
+    """The exporters to build for ``signal``: ``console``, ``prometheus``, ``grpc`` or
+    ``http/protobuf``.
 
     Validates everything before anything is built (a reader starts a thread when built)."""
     variable = f"OTEL_{signal.upper()}_EXPORTER"
     return [
-        name if name == "console" else _protocol(signal, protocol)
+        name if name in ("console", "prometheus") else _protocol(signal, protocol)
         for name in _exporter_names(variable)
     ]
 
@@ -450,6 +466,9 @@ def _metric_readers(plan: list[str], endpoint: str | None) -> list[MetricReader]
     readers: list[MetricReader] = []
     for kind in plan:
         exporter: MetricExporter
+        if kind == "prometheus":
+            readers.append(_prometheus_reader())
+            continue
         if kind == "console":
             exporter = ConsoleMetricExporter()
         elif kind == "grpc":
@@ -466,6 +485,34 @@ def _metric_readers(plan: list[str], endpoint: str | None) -> list[MetricReader]
             exporter = HttpMetricExporter(endpoint=_signal_url(endpoint, "metrics"))
         readers.append(PeriodicExportingMetricReader(exporter))
     return readers
+
+
+def _prometheus_reader() -> MetricReader:
+    # Imported here: opentelemetry-exporter-prometheus (and prometheus_client) load only when
+    # a Prometheus reader is asked for.
+    from opentelemetry.exporter.prometheus import PrometheusMetricReader
+    from prometheus_client import CollectorRegistry
+
+    # A private registry: the process-global one would collect every reader ever built in
+    # this process (tests start many services) and refuse a second collector's names.
+    registry = CollectorRegistry(auto_describe=True)
+    reader = PrometheusMetricReader(registry=registry)
+    _registries[reader] = registry
+    return reader
+
+
+#: Prometheus reader -> the registry it was built with (the reader keeps it private).
+_registries: weakref.WeakKeyDictionary[MetricReader, Any] = weakref.WeakKeyDictionary()
+
+
+def prometheus_registry(telemetry: Telemetry) -> Any:
+    """The ``prometheus_client.CollectorRegistry`` of ``telemetry``'s Prometheus reader, or
+    None when it has none.  Render it with ``prometheus_client.exposition.choose_encoder``;
+    each rendering collects from the SDK (the observable callbacks' snapshot reads)."""
+    for reader in telemetry.metric_readers:
+        if reader in _registries:
+            return _registries[reader]
+    return None
 
 
 # -- global providers -------------------------------------------------------------------------

@@ -110,7 +110,8 @@ async def test_metrics_without_traces(system: ActorSystem, monkeypatch: pytest.M
     [
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json", "OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json'"),
         ("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "thrift", "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"),
-        ("OTEL_METRICS_EXPORTER", "prometheus", "OTEL_METRICS_EXPORTER: 'prometheus'"),
+        ("OTEL_METRICS_EXPORTER", "zipkin", "OTEL_METRICS_EXPORTER: 'zipkin'"),
+        ("OTEL_TRACES_EXPORTER", "prometheus", "OTEL_TRACES_EXPORTER: 'prometheus'"),
     ],
 )
 def test_unsupported_settings_are_named_and_build_nothing(
