@@ -120,6 +120,7 @@ class Demo:
         assert simulator is not None, "the demo config turns the simulator on"
         self.out(
             f"breakerd at {self.service.url}, upstream simulator at {simulator.url}\n"
+            f"watch it live in a browser: {self.service.url}/dashboard\n"
             f"traffic: 'with-fallback' (openai, then anthropic) and 'no-fallback' (openai "
             f"alone); the openai upstream goes down at {timeline.warmup:g}s for "
             f"{timeline.outage:g}s\n"

@@ -245,6 +245,7 @@ def test_the_demo_runs_a_full_outage_cycle() -> None:
     assert result.returncode == 0, result.stderr
     out = result.stdout
     assert "outage: the openai upstream answers 503" in out
+    assert re.search(r"watch it live in a browser: http://127\.0\.0\.1:\d+/dashboard", out)
     assert "every breaker is closed again" in out
     transitions = re.findall(r"openai_client +(\w+) -> (\w+) +\((\w+)\)", out)
     assert transitions[0] == ("closed", "open", "failure_threshold")
