@@ -26,6 +26,13 @@ Choices made where the formats differ:
   end user: they become ``metadata.user_id`` (two different values are refused).
 - ``temperature`` passes as it is, even above Anthropic's maximum of 1: rescaling would change
   its meaning, and the provider's 400 says what is wrong.
+- ``cache_control`` (Anthropic's prompt-cache mark, which OpenAI-format clients of Claude put on
+  content parts, messages and tools, as LiteLLM accepts it) is carried to the block it marks;
+  on a message it marks the message's last block.
+- Whitespace-only ``stop`` sequences (``"\\n"``) are refused: Anthropic refuses them, and dropping
+  them would let the answer run on.
+- A conversation with tool calls or results but no ``tools`` is refused: Anthropic requires the
+  tools to be declared, OpenAI does not.
 """
 
 from __future__ import annotations
@@ -36,6 +43,7 @@ from typing import Any
 from service.llm.translate import media
 from service.llm.translate.errors import refuse
 from service.llm.translate.fields import (
+    cache_control,
     is_unset,
     list_at,
     object_at,
@@ -160,6 +168,10 @@ def chat_request_to_messages(
             "stream_options",
         )
     _tools(body, out)
+    if "tools" not in out and _has_tool_blocks(turns):
+        refuse(
+            "tools", "the conversation has tool calls, and Anthropic requires their tools declared"
+        )
     user_id = _user_id(body)
     if user_id is not None:
         out["metadata"] = {"user_id": user_id}
@@ -185,10 +197,16 @@ def _max_tokens(body: dict[str, Any], default: int) -> int:
 
 def _stop(stop: Any) -> list[str]:
     if isinstance(stop, str):
+        _stop_sequence(stop, "stop")
         return [stop]
     for i, item in enumerate(list_at(stop, "stop")):
-        string_at(item, f"stop[{i}]")
+        _stop_sequence(string_at(item, f"stop[{i}]"), f"stop[{i}]")
     return list(stop)
+
+
+def _stop_sequence(value: str, path: str) -> None:
+    if not value.strip():
+        refuse(path, "Anthropic refuses stop sequences made only of whitespace")
 
 
 def _tools(body: dict[str, Any], out: dict[str, Any]) -> None:
@@ -229,9 +247,13 @@ def _tool(tool: Any, path: str) -> dict[str, Any]:
         refuse(
             f"{path}.type", f"only function tools translate to Anthropic, not {tool.get('type')!r}"
         )
-    only_keys(tool, ("type", "function"), path)
+    only_keys(tool, ("type", "function", "cache_control"), path)
     function = object_at(tool.get("function"), f"{path}.function")
-    only_keys(function, ("name", "description", "parameters", "strict"), f"{path}.function")
+    only_keys(
+        function,
+        ("name", "description", "parameters", "strict", "cache_control"),
+        f"{path}.function",
+    )
     out: dict[str, Any] = {"name": string_at(function.get("name"), f"{path}.function.name")}
     if function.get("description") is not None:
         out["description"] = function["description"]
@@ -242,6 +264,8 @@ def _tool(tool: Any, path: str) -> dict[str, Any]:
     )
     if function.get("strict") is not None:
         out["strict"] = function["strict"]
+    cache_control(tool, out, path)
+    cache_control(function, out, f"{path}.function")
     return out
 
 
@@ -276,7 +300,9 @@ def _response_format(response_format: Any) -> dict[str, Any] | None:
             return None
         case "json_object":
             only_keys(response_format, ("type",), "response_format")
-            return {"name": JSON_OBJECT_TOOL, "input_schema": {"type": "object"}}
+            # Any object, said as Anthropic's own JSON-mode example says it.
+            any_object = {"type": "object", "properties": {}, "additionalProperties": True}
+            return {"name": JSON_OBJECT_TOOL, "input_schema": any_object}
         case "json_schema":
             only_keys(response_format, ("type", "json_schema"), "response_format")
             path = "response_format.json_schema"
@@ -334,37 +360,65 @@ def _messages(
         role = message.get("role")
         if role == "tool":
             block = _tool_result(message, path)
+            cache_control(message, block, path)
             if results_turn is None:
                 results_turn = {"role": "user", "content": []}
                 turns.append(results_turn)
             results_turn["content"].append(block)
             continue
         if role == "user" and results_turn is not None:
-            content = _user_content(message, path)
-            results_turn["content"] += (
-                [{"type": "text", "text": content}] if isinstance(content, str) else content
-            )
+            results_turn["content"] += _blocks(_marked(_user_content(message, path), message, path))
         elif role == "user":
-            turns.append({"role": "user", "content": _user_content(message, path)})
+            turns.append(
+                {"role": "user", "content": _marked(_user_content(message, path), message, path)}
+            )
         elif role == "assistant":
-            turns.append({"role": "assistant", "content": _assistant_content(message, path)})
+            content = _marked(_assistant_content(message, path), message, path)
+            turns.append({"role": "assistant", "content": content})
         elif role in ("system", "developer"):
-            system += _system_blocks(message, path)
+            system += _blocks(_marked(_system_content(message, path), message, path))
         else:
             refuse(f"{path}.role", f"{role!r} has no Anthropic counterpart")
         results_turn = None
     if not system:
         return None, turns
-    if len(system) == 1:
+    if len(system) == 1 and "cache_control" not in system[0]:
         return system[0]["text"], turns
     return system, turns
 
 
-def _system_blocks(message: dict[str, Any], path: str) -> list[dict[str, Any]]:
-    only_keys(message, ("role", "content"), path)
+def _marked(
+    content: str | list[dict[str, Any]], message: dict[str, Any], path: str
+) -> str | list[dict[str, Any]]:
+    """``content`` with the message's ``cache_control`` on its last block (a string becomes
+    one text block so that it can carry the mark)."""
+    if message.get("cache_control") is None:
+        return content
+    blocks = _blocks(content)
+    if not blocks:
+        refuse(f"{path}.cache_control", "the message has no content to mark")
+    blocks[-1] = dict(blocks[-1])
+    cache_control(message, blocks[-1], path)
+    return blocks
+
+
+def _blocks(content: str | list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [{"type": "text", "text": content}] if isinstance(content, str) else content
+
+
+def _has_tool_blocks(turns: list[dict[str, Any]]) -> bool:
+    return any(
+        isinstance(turn["content"], list)
+        and any(block["type"] in ("tool_use", "tool_result") for block in turn["content"])
+        for turn in turns
+    )
+
+
+def _system_content(message: dict[str, Any], path: str) -> str | list[dict[str, Any]]:
+    only_keys(message, ("role", "content", "cache_control"), path)
     content = message.get("content")
     if isinstance(content, str):
-        return [{"type": "text", "text": content}]
+        return content
     return [
         _text_part(part, f"{path}.content[{j}]")
         for j, part in enumerate(list_at(content, f"{path}.content"))
@@ -372,7 +426,7 @@ def _system_blocks(message: dict[str, Any], path: str) -> list[dict[str, Any]]:
 
 
 def _user_content(message: dict[str, Any], path: str) -> str | list[dict[str, Any]]:
-    only_keys(message, ("role", "content"), path)
+    only_keys(message, ("role", "content", "cache_control"), path)
     content = message.get("content")
     if isinstance(content, str):
         return content
@@ -396,7 +450,9 @@ def _user_content(message: dict[str, Any], path: str) -> str | list[dict[str, An
 
 def _assistant_content(message: dict[str, Any], path: str) -> str | list[dict[str, Any]]:
     # annotations (url citations of OpenAI's web search) come back in SDK dumps of answers.
-    only_keys(message, ("role", "content", "tool_calls", "refusal", "annotations"), path)
+    only_keys(
+        message, ("role", "content", "tool_calls", "refusal", "annotations", "cache_control"), path
+    )
     content = message.get("content")
     tool_calls = message.get("tool_calls") or []
     refusal = message.get("refusal")
@@ -443,7 +499,7 @@ def _tool_use(call: Any, path: str) -> dict[str, Any]:
 
 
 def _tool_result(message: dict[str, Any], path: str) -> dict[str, Any]:
-    only_keys(message, ("role", "content", "tool_call_id"), path)
+    only_keys(message, ("role", "content", "tool_call_id", "cache_control"), path)
     content = message.get("content")
     if not isinstance(content, str):
         content = [
@@ -461,8 +517,10 @@ def _text_part(part: Any, path: str) -> dict[str, Any]:
     part = object_at(part, path)
     if part.get("type") != "text":
         refuse(f"{path}.type", f"only text parts are allowed here, not {part.get('type')!r}")
-    only_keys(part, ("type", "text"), path)
-    return {"type": "text", "text": string_at(part.get("text"), f"{path}.text")}
+    only_keys(part, ("type", "text", "cache_control"), path)
+    block = {"type": "text", "text": string_at(part.get("text"), f"{path}.text")}
+    cache_control(part, block, path)
+    return block
 
 
 # -- answers -------------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from typing import Any
 
 from service.llm.translate.errors import refuse
 
-__all__ = ["is_unset", "list_at", "object_at", "only_keys", "string_at"]
+__all__ = ["cache_control", "is_unset", "list_at", "object_at", "only_keys", "string_at"]
 
 
 def is_unset(value: Any) -> bool:
@@ -51,6 +51,14 @@ def only_keys(obj: dict[str, Any], allowed: Collection[str], path: str) -> None:
     for key, value in obj.items():
         if key not in allowed and not is_unset(value):
             refuse(_join(path, key), "has no counterpart in the target format")
+
+
+def cache_control(source: dict[str, Any], block: dict[str, Any], path: str) -> None:
+    """Copy ``source``'s ``cache_control`` (Anthropic's prompt-cache mark) onto ``block``, when
+    it is set; ``path`` is ``source``'s path."""
+    mark = source.get("cache_control")
+    if mark is not None:
+        block["cache_control"] = object_at(mark, _join(path, "cache_control"))
 
 
 def _join(path: str, key: str) -> str:

@@ -17,7 +17,7 @@ import re
 from typing import Any
 
 from service.llm.translate.errors import refuse
-from service.llm.translate.fields import object_at, only_keys, string_at
+from service.llm.translate.fields import cache_control, object_at, only_keys, string_at
 
 __all__ = ["chat_file", "chat_image", "messages_document", "messages_image"]
 
@@ -28,12 +28,14 @@ _DATA_URL = re.compile(r"data:([^;,]+);base64,(.*)", re.DOTALL)
 
 def messages_image(part: dict[str, Any], path: str) -> dict[str, Any]:
     """A Chat Completions ``image_url`` part as an Anthropic ``image`` block."""
-    only_keys(part, ("type", "image_url"), path)
+    only_keys(part, ("type", "image_url", "cache_control"), path)
     image = object_at(part.get("image_url"), f"{path}.image_url")
     only_keys(image, ("url", "detail"), f"{path}.image_url")
     url = string_at(image.get("url"), f"{path}.image_url.url")
     if url.startswith(("https://", "http://")):
-        return {"type": "image", "source": {"type": "url", "url": url}}
+        block = {"type": "image", "source": {"type": "url", "url": url}}
+        cache_control(part, block, path)
+        return block
     media_type, data = _data_url(url, f"{path}.image_url.url")
     if media_type not in _IMAGE_TYPES:
         refuse(
@@ -41,13 +43,15 @@ def messages_image(part: dict[str, Any], path: str) -> dict[str, Any]:
             f"image type {media_type!r} is not one Anthropic takes "
             f"({', '.join(sorted(_IMAGE_TYPES))})",
         )
-    return {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    block = {"type": "image", "source": {"type": "base64", "media_type": media_type, "data": data}}
+    cache_control(part, block, path)
+    return block
 
 
 def messages_document(part: dict[str, Any], path: str) -> dict[str, Any]:
     """A Chat Completions ``file`` part (a PDF as a data URL) as an Anthropic ``document``
     block; ``filename`` becomes the document's ``title``."""
-    only_keys(part, ("type", "file"), path)
+    only_keys(part, ("type", "file", "cache_control"), path)
     file = object_at(part.get("file"), f"{path}.file")
     only_keys(file, ("file_data", "filename"), f"{path}.file")
     if "file_data" not in file:
@@ -63,6 +67,7 @@ def messages_document(part: dict[str, Any], path: str) -> dict[str, Any]:
     }
     if file.get("filename") is not None:
         block["title"] = string_at(file["filename"], f"{path}.file.filename")
+    cache_control(part, block, path)
     return block
 
 

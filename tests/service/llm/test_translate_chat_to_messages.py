@@ -29,6 +29,7 @@ WEATHER_TOOL = {
 }
 WEATHER_ANTHROPIC = {"name": "weather", "description": "Weather in a city", "input_schema": WEATHER}
 PNG = "iVBORw0KGgo="
+EPHEMERAL = {"type": "ephemeral"}
 
 
 def call(id_: str, name: str, arguments: str) -> dict[str, Any]:
@@ -93,6 +94,11 @@ PARAMETER_RULES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
             ]
         },
         {"tools": [{"name": "w", "input_schema": WEATHER, "strict": True}]},
+    ),
+    (
+        "cache_control on a tool",
+        {"tools": [WEATHER_TOOL | {"cache_control": EPHEMERAL}]},
+        {"tools": [WEATHER_ANTHROPIC | {"cache_control": EPHEMERAL}]},
     ),
     (
         "tool_choice auto",
@@ -175,7 +181,16 @@ PARAMETER_RULES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         "response_format json_object -> a forced tool with an open object schema",
         {"response_format": {"type": "json_object"}},
         {
-            "tools": [{"name": "json_object", "input_schema": {"type": "object"}}],
+            "tools": [
+                {
+                    "name": "json_object",
+                    "input_schema": {
+                        "type": "object",
+                        "properties": {},
+                        "additionalProperties": True,
+                    },
+                }
+            ],
             "tool_choice": {"type": "tool", "name": "json_object"},
         },
     ),
@@ -204,6 +219,81 @@ def test_parameter_rules(extra: dict[str, Any], expected: dict[str, Any]) -> Non
 # (rule, Chat messages, Anthropic fields expected: system and messages)
 MESSAGE_RULES: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = [
     ("a string passes as it is", HI, {"messages": HI}),
+    (
+        "cache_control on a part -> on its block",
+        [
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "long", "cache_control": EPHEMERAL}],
+            }
+        ],
+        {
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [{"type": "text", "text": "long", "cache_control": EPHEMERAL}],
+                }
+            ]
+        },
+    ),
+    (
+        "cache_control on a message -> on its last block",
+        [
+            {"role": "system", "content": "rules", "cache_control": EPHEMERAL},
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": "a"},
+                    {"type": "image_url", "image_url": {"url": "https://x.test/a.png"}},
+                ],
+                "cache_control": EPHEMERAL,
+            },
+        ],
+        {
+            "system": [{"type": "text", "text": "rules", "cache_control": EPHEMERAL}],
+            "messages": [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "text", "text": "a"},
+                        {
+                            "type": "image",
+                            "source": {"type": "url", "url": "https://x.test/a.png"},
+                            "cache_control": EPHEMERAL,
+                        },
+                    ],
+                }
+            ],
+        },
+    ),
+    (
+        "cache_control on a tool message -> on its tool_result",
+        [
+            *HI,
+            {"role": "assistant", "content": None, "tool_calls": [call("c1", "w", "{}")]},
+            {"role": "tool", "tool_call_id": "c1", "content": "sunny", "cache_control": EPHEMERAL},
+        ],
+        {
+            "messages": [
+                *HI,
+                {
+                    "role": "assistant",
+                    "content": [{"type": "tool_use", "id": "c1", "name": "w", "input": {}}],
+                },
+                {
+                    "role": "user",
+                    "content": [
+                        {
+                            "type": "tool_result",
+                            "tool_use_id": "c1",
+                            "content": "sunny",
+                            "cache_control": EPHEMERAL,
+                        }
+                    ],
+                },
+            ]
+        },
+    ),
     (
         "one system message -> system string",
         [{"role": "system", "content": "Be brief."}, *HI],
@@ -478,7 +568,8 @@ MESSAGE_RULES: list[tuple[str, list[dict[str, Any]], dict[str, Any]]] = [
     ("messages", "expected"), [r[1:] for r in MESSAGE_RULES], ids=[r[0] for r in MESSAGE_RULES]
 )
 def test_message_rules(messages: list[dict[str, Any]], expected: dict[str, Any]) -> None:
-    out = translate(BASE_IN | {"messages": messages})
+    # (with tools declared: Anthropic wants them wherever the conversation has tool calls)
+    out = translate(BASE_IN | {"messages": messages, "tools": [WEATHER_TOOL]})
     assert {k: v for k, v in out.items() if k in ("system", "messages")} == expected
 
 
@@ -516,6 +607,29 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
     ("max token fields disagreeing", {"max_tokens": 5, "max_completion_tokens": 6}, "max_tokens"),
     ("max_tokens not an integer", {"max_tokens": "many"}, "max_tokens"),
     ("stop with a non-string", {"stop": ["a", 3]}, "stop[1]"),
+    ("a whitespace stop sequence", {"stop": ["END", "\n"]}, "stop[1]"),
+    ("a whitespace stop string", {"stop": " "}, "stop"),
+    (
+        "tool calls in the conversation without tools",
+        {
+            "messages": [
+                *HI,
+                {"role": "assistant", "tool_calls": [call("c", "w", "{}")]},
+                {"role": "tool", "tool_call_id": "c", "content": "x"},
+            ]
+        },
+        "tools",
+    ),
+    (
+        "cache_control not an object",
+        {"messages": [{"role": "user", "content": "x", "cache_control": "yes"}]},
+        "messages[0].cache_control",
+    ),
+    (
+        "cache_control on an empty message",
+        {"messages": [{"role": "user", "content": [], "cache_control": {"type": "ephemeral"}}]},
+        "messages[0].cache_control",
+    ),
     ("two different users", {"user": "a", "metadata": {"user_id": "b"}}, "metadata.user_id"),
     ("other metadata", {"metadata": {"trace": "t"}}, "metadata.trace"),
     ("stream_options unknown", {"stream_options": {"chunk_size": 3}}, "stream_options.chunk_size"),
