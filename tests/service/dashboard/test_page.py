@@ -270,3 +270,51 @@ async def test_five_hundred_breakers_filter_and_sort_open_first(tab: Tab) -> Non
         await page.locator("#sort").select_option("name")
         await expect(page.locator(".card:visible").first.locator(".name")).to_have_text(names[320])
     assert tab.problems == []
+
+
+async def test_keyboard_and_a_narrow_screen(tab: Tab) -> None:
+    page = tab.page
+    async with service() as (running, tag):
+        name = f"{tag}a_client"
+        for width, height in ((1280, 800), (390, 844)):
+            await page.set_viewport_size({"width": width, "height": height})
+            await page.goto(running.url + "/dashboard")
+            await expect(card(page, name).locator(".state")).to_have_text("CLOSED")
+            # Nothing wider than the screen: no sideways scrolling.
+            overflow = await page.evaluate(
+                "document.documentElement.scrollWidth - document.documentElement.clientWidth"
+            )
+            assert overflow <= 0, (width, overflow)
+            # Cards and the timeline side by side on a wide screen, stacked on a narrow one.
+            box = await card(page, name).bounding_box()
+            timeline = await page.locator(".timeline-section").bounding_box()
+            assert box is not None and timeline is not None
+            assert box["x"] >= 0 and box["x"] + box["width"] <= width
+            if width < 900:
+                assert box["width"] > 0.8 * width and timeline["y"] >= box["y"] + box["height"]
+            else:
+                assert timeline["x"] >= box["x"] + box["width"]
+
+        # Keyboard only: tab to the token box, type, Enter; tab to the card's button, Enter;
+        # the dialog opens with focus inside, Escape cancels.
+        focused = "document.activeElement && document.activeElement.id"
+        for _ in range(10):
+            await page.keyboard.press("Tab")
+            if await page.evaluate(focused) == "token":
+                break
+        assert await page.evaluate(focused) == "token"
+        await page.keyboard.type(TOKEN)
+        await page.keyboard.press("Enter")
+        button = card(page, name).get_by_role("button", name=f"Force open {name}")
+        await expect(button).to_be_visible()
+        for _ in range(60):
+            await page.keyboard.press("Tab")
+            if await button.evaluate("b => b === document.activeElement"):
+                break
+        await page.keyboard.press("Enter")
+        await expect(page.locator("#confirm")).to_be_visible()
+        assert await page.evaluate("document.activeElement.closest('dialog') !== null")
+        await page.keyboard.press("Escape")
+        await expect(page.locator("#confirm")).to_be_hidden()
+        assert (await snapshot(running.url, name))["forced"] is False
+    assert tab.problems == []
