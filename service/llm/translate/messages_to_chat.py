@@ -22,6 +22,8 @@ Choices made where the formats differ:
 - A stream asks for ``stream_options.include_usage`` so that ``message_delta`` has the counts.
 - ``output_config.format`` (Anthropic's JSON schema output) becomes ``response_format``
   ``json_schema`` with the name ``output``.
+- A conversation that ends with an assistant turn (a prefill, which Anthropic continues) is
+  refused: a Chat model would answer it with a new message instead.
 """
 
 from __future__ import annotations
@@ -94,8 +96,15 @@ def messages_request_to_chat(body: dict[str, Any], *, model: str) -> dict[str, A
     messages: list[dict[str, Any]] = []
     if body.get("system") is not None:
         messages.append({"role": "system", "content": _system(body["system"])})
-    for i, turn in enumerate(list_at(body.get("messages"), "messages")):
+    turns = list_at(body.get("messages"), "messages")
+    for i, turn in enumerate(turns):
         messages += _turn(turn, f"messages[{i}]")
+    if turns and messages[-1]["role"] == "assistant":
+        refuse(
+            f"messages[{len(turns) - 1}].role",
+            "a last assistant turn asks Anthropic to continue it (prefill); "
+            "Chat Completions would answer it with a new message instead",
+        )
     out: dict[str, Any] = {"model": model, "messages": messages}
     if body.get("max_tokens") is not None:
         out["max_tokens"] = body["max_tokens"]

@@ -201,6 +201,7 @@ MESSAGE_RULES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
                         tool_use("t1", "weather", {"city": "Paris"}),
                     ],
                 },
+                *HI,
             ]
         },
         [
@@ -210,6 +211,7 @@ MESSAGE_RULES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
                 "content": "Looking it up.",
                 "tool_calls": [chat_call("t1", "weather", '{"city":"Paris"}')],
             },
+            *HI,
         ],
     ),
     (
@@ -225,9 +227,14 @@ MESSAGE_RULES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
                         tool_use("t1", "now", {}),
                     ],
                 },
+                *HI,
             ]
         },
-        [*HI, {"role": "assistant", "content": None, "tool_calls": [chat_call("t1", "now", "{}")]}],
+        [
+            *HI,
+            {"role": "assistant", "content": None, "tool_calls": [chat_call("t1", "now", "{}")]},
+            *HI,
+        ],
     ),
     (
         "tool_result blocks -> tool messages, before the rest of the turn",
@@ -420,6 +427,11 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         "messages[1].content[0].input",
     ),
     ("messages missing", {"messages": None}, "messages"),
+    (
+        "a last assistant turn (prefill)",
+        {"messages": [*HI, {"role": "assistant", "content": "The answer is"}]},
+        "messages[1].role",
+    ),
 ]
 
 
