@@ -66,7 +66,7 @@ from actors.messages import (
     Reset,
     StateTimerFired,
 )
-from actors.runtime import Actor, Runtime
+from actors.runtime import Actor, Envelope, Runtime
 from actors.snapshot import CircuitBreakerMetrics
 
 logger = logging.getLogger("actors.breaker")
@@ -164,7 +164,6 @@ class BreakerActor(Actor):
         "_batch_now",
         "_calls",
         "_data",
-        "_successes",
         "_tallies",
         "_track",
         "bus",
@@ -205,12 +204,11 @@ class BreakerActor(Actor):
             data = self._data
             if data is not None:
                 return data
-            # Hot-path channels, beside the mailbox, plain lists for the same GIL-atomicity
-            # reasons as the mailbox: a timed success admitted by the CLOSED gate appends its
-            # duration to `_successes`; an untimed one appends SUCCESS to `_tallies`, and a
-            # rejection by the OPEN gate appends REJECTION there (sum() of the tallies counts
+            # The hot path's channels, plain lists for the GIL-atomicity reasons given in
+            # actors.runtime: a timed success admitted by the CLOSED gate appends its duration
+            # (a bare float) to the mailbox; an untimed one appends SUCCESS to `_tallies`, and
+            # a rejection by the OPEN gate appends REJECTION there (sum() of the tallies counts
             # the successes, in C).  `_calls` picks which calls are timed (Gate.sample_mask).
-            self._successes: list[float] = []
             self._tallies: list[int] = []
             self._mailbox = []
             data = BreakerData(self.name)
@@ -249,9 +247,11 @@ class BreakerActor(Actor):
         return f"<BreakerActor {self.name!r} {data.state.name} gen={data.generation}>"
 
     def _drain(self) -> None:
-        # The two hot-path channels are applied before the envelopes that follow them.  A
-        # caller's own success is always posted before its next failure (a failure is an ask),
-        # so per-caller order is kept; across callers there is no order to keep.
+        # The hot path's outcomes are applied before the envelopes that follow them: the
+        # timed successes it put in the mailbox (bare numbers, not envelopes) are picked out
+        # of each batch first, then the tallies.  A caller's own success is always posted
+        # before its next failure (a failure is an ask), so per-caller order is kept; across
+        # callers there is no order to keep.
         self._scheduled = False
         clock = self._runtime.clock
         now = self._batch_now = clock.now()
@@ -261,26 +261,30 @@ class BreakerActor(Actor):
             before = _counters(self.data)
         mailbox = self._mailbox
         while True:
-            self._apply_hot_path(now)
-            if not mailbox:
+            batch: list[Any] | None = None
+            if mailbox:
+                count = len(mailbox)
+                batch = mailbox[:count]
+                del mailbox[:count]
+                timed = [item for item in batch if item.__class__ is not Envelope]
+                if timed:
+                    actions = record_fast_successes(
+                        self.data, timed, now, self._batch_epoch, self.config
+                    )
+                    if actions:
+                        self._perform(actions)
+                    batch = [item for item in batch if item.__class__ is Envelope]
+            self._apply_tallies(now)
+            if batch is None:
                 break
-            count = len(mailbox)
-            batch = mailbox[:count]
-            del mailbox[:count]
             for envelope in batch:
                 self._deliver(envelope)
         if report:
             self._report(before, now)
+        # Drop the drain's float objects (48 bytes a breaker, at 100,000 breakers).
+        self._batch_now = self._batch_epoch = 0.0
 
-    def _apply_hot_path(self, now: float) -> None:
-        successes = self._successes
-        if successes:
-            count = len(successes)
-            run = successes[:count]
-            del successes[:count]
-            actions = record_fast_successes(self.data, run, now, self._batch_epoch, self.config)
-            if actions:
-                self._perform(actions)
+    def _apply_tallies(self, now: float) -> None:
         tallies = self._tallies
         if tallies:
             count = len(tallies)
@@ -451,7 +455,7 @@ class Breaker:
             if start is UNTIMED:
                 actor._tallies.append(SUCCESS)
             else:
-                actor._successes.append(now() - start)
+                actor._mailbox.append(now() - start)
             if not actor._scheduled:
                 actor._scheduled = True
                 actor._runtime.schedule(actor)
@@ -485,7 +489,7 @@ class Breaker:
             if start is UNTIMED:
                 actor._tallies.append(SUCCESS)
             else:
-                actor._successes.append(now() - start)
+                actor._mailbox.append(now() - start)
             if not actor._scheduled:
                 actor._scheduled = True
                 actor._runtime.schedule(actor)
@@ -514,6 +518,9 @@ class Breaker:
         self, gate: Gate, fn: Callable[..., Awaitable[T]], args: Any, kwargs: Any
     ) -> T:
         """The slow path: admission by the gate's policies flag or by asking the actor."""
+        if gate is DORMANT:  # once per breaker: activate, then take the path its gate says
+            self._actor._activate()
+            return await self.call_async(fn, *args, **kwargs)
         generation, probe = await self._admit_async(gate)
         config = self._actor.config
         now = self._now
@@ -539,8 +546,9 @@ class Breaker:
     async def _admit_async(self, gate: Gate) -> tuple[int, bool]:
         """Admission off the plain fast path: ``(generation, probe)``, by the gate's policies
         flag or by asking the actor; raises :class:`CircuitBreakerOpenError` when refused."""
-        if gate is DORMANT:
-            gate = self._wake()
+        if gate is DORMANT:  # a guarded block's first entry
+            self._actor._activate()
+            gate = self._actor.gate
         if gate.closed or gate.policies:
             return gate.generation, False
         admission: Admission = await self._actor.ask_async(Admit(), abandoned=self._give_back)
@@ -626,8 +634,9 @@ class Breaker:
         """The sync mirror of :meth:`_call_admitted_async`.  A sync call cannot be interrupted:
         one that overruns ``call_timeout`` fails with ``CallTimeoutError`` once it returns."""
         if gate is DORMANT:
-            gate = self._wake()
-        if gate.closed or gate.policies:
+            self._actor._activate()
+            return self.call(fn, *args, **kwargs)
+        if gate.policies:
             generation, probe = gate.generation, False
         else:
             admission: Admission = self._actor.ask(Admit())
@@ -651,15 +660,6 @@ class Breaker:
         else:
             self._actor.tell(outcome)
         return result
-
-    def _wake(self) -> Gate:
-        """Activate a dormant actor and return its first real gate: a CLOSED one admits this
-        call without an ask (its outcome then takes the ordinary message route, timed: it
-        counts as the first call of the one-in-16 sample)."""
-        actor = self._actor
-        actor._activate()
-        actor._calls += 1
-        return actor.gate
 
     def _judge(
         self,

@@ -202,6 +202,7 @@ DEFAULT_CONFIG = CircuitBreakerConfig()
 #: Equal configs share one object (see :func:`interned`); at most this many distinct ones.
 INTERNED_LIMIT = 1024
 _interned: dict[CircuitBreakerConfig, CircuitBreakerConfig] = {DEFAULT_CONFIG: DEFAULT_CONFIG}
+_interned_ids: set[int] = {id(DEFAULT_CONFIG)}
 
 
 def interned(config: CircuitBreakerConfig) -> CircuitBreakerConfig:
@@ -212,6 +213,8 @@ def interned(config: CircuitBreakerConfig) -> CircuitBreakerConfig:
     :data:`INTERNED_LIMIT` distinct configs (say, one ``is_failure`` lambda per breaker) new
     ones are kept as they are rather than growing the table without end.
     """
+    if id(config) in _interned_ids:  # already the shared one: skip hashing 20 fields
+        return config
     try:
         shared = _interned.get(config)
     except TypeError:  # an unhashable field value (a callable object that is not hashable)
@@ -219,5 +222,7 @@ def interned(config: CircuitBreakerConfig) -> CircuitBreakerConfig:
     if shared is not None:
         return shared
     if len(_interned) < INTERNED_LIMIT:
-        return _interned.setdefault(config, config)
+        shared = _interned.setdefault(config, config)
+        _interned_ids.add(id(shared))  # stable: the table keeps it alive
+        return shared
     return config

@@ -23,6 +23,8 @@ from bisect import bisect_left
 from math import fsum
 from typing import Final
 
+import msgspec
+
 # 1 us to ~134 s in steps of 2**(1/4) (about 19 %), so a percentile is off by at most that;
 # 108 bounds, 109 buckets (the last one is overflow).
 DURATION_BOUNDS: Final[tuple[float, ...]] = tuple(1e-6 * 2 ** (k / 4) for k in range(108))
@@ -32,6 +34,12 @@ SAMPLE: Final = 64
 
 #: Item types from narrowest to widest ('q' for stamps, which may be negative).
 _WIDER: Final = {"B": "H", "H": "I", "I": "Q", "i": "q"}
+
+#: Durations a histogram keeps as bucket indices before it makes its 109 counts.
+FEW: Final = 8
+
+#: One-byte strings, made once: a histogram's first index is one of these, not a copy.
+_BYTE: Final = tuple(bytes((index,)) for index in range(256))
 
 #: The stamp of a slot that never held a second (older than any window).
 UNUSED: Final = -(2**31)
@@ -48,30 +56,51 @@ def widened(counts: array[int]) -> array[int]:
     return array(wider, counts)
 
 
-class DurationHistogram:
-    """Counts of call durations per bucket of :data:`DURATION_BOUNDS`."""
+class DurationHistogram(msgspec.Struct, gc=False):
+    """Counts of call durations per bucket of :data:`DURATION_BOUNDS`.
 
-    __slots__ = ("count", "counts", "total")
+    Sparse at first: up to :data:`FEW` single durations are kept as their bucket indices
+    (one byte each) and the 109 counts are made when the next one arrives, or when a reader
+    asks for :attr:`counts`.  Not tracked by the garbage collector (it holds no references
+    that could form a cycle), which keeps collections short with 100,000 breakers.
+    """
 
-    def __init__(self) -> None:
-        self.counts = array("B", bytes(len(DURATION_BOUNDS) + 1))
-        self.count = 0
-        self.total = 0.0
+    count: int = 0
+    total: float = 0.0
+    few: bytes = b""
+    dense: array[int] | None = None
+
+    @property
+    def counts(self) -> array[int]:
+        """The count of each bucket (made on first read while sparse)."""
+        dense = self.dense
+        if dense is None:
+            dense = self.dense = array("B", bytes(len(DURATION_BOUNDS) + 1))
+            for index in self.few:
+                self._add(index, 1)
+            self.few = b""
+        return dense
 
     def _add(self, index: int, count: int) -> None:
+        counts = self.counts
         try:
-            self.counts[index] += count
+            counts[index] += count
         except OverflowError:
             while True:
-                self.counts = widened(self.counts)
+                counts = self.dense = widened(counts)
                 try:
-                    self.counts[index] += count
+                    counts[index] += count
                     return
                 except OverflowError:
                     continue
 
     def record(self, duration: float) -> None:
-        self._add(bisect_left(DURATION_BOUNDS, duration), 1)
+        index = bisect_left(DURATION_BOUNDS, duration)
+        few = self.few
+        if self.dense is None and len(few) < FEW:
+            self.few = few + _BYTE[index] if few else _BYTE[index]
+        else:
+            self._add(index, 1)
         self.count += 1
         self.total += duration
 
@@ -81,6 +110,9 @@ class DurationHistogram:
         duration standing in for its stride of neighbours, so that a drain of 10,000 successes
         costs 64 bucket look-ups instead of 10,000."""
         count = len(durations)
+        if count == 1:
+            self.record(durations[0])
+            return
         self.count += count
         self.total += fsum(durations)
         add = self._add
@@ -109,97 +141,126 @@ class DurationHistogram:
         return DURATION_BOUNDS[-1]
 
 
-class RateWindow:
-    """Successes, failures and slow calls per whole second over the last ``seconds`` seconds.
+class RateWindow(msgspec.Struct, gc=False):
+    """Successes, failures and slow calls per whole second over the last ``seconds`` seconds
+    (``size``: rounded up to whole seconds, at least one).
 
-    Slow calls are a subset of the other two (a call can be slow and succeed).  Slot ``i`` has
-    its second in ``stamps[i]`` and its counts at ``counts[3i]`` (successes), ``3i + 1``
-    (failures) and ``3i + 2`` (slow).  While sparse, a second takes any slot whose second has
-    left the window; as a ring (``ring`` True), second ``s`` always takes slot ``s % size``.
+    Slow calls are a subset of the other two (a call can be slow and succeed).  The latest
+    second's counts are plain fields (``second``, ``successes``, ``failures``, ``slow``), so a
+    breaker whose calls all fell in one second holds no array at all.  Earlier seconds move
+    to the arrays when a later one begins: slot ``i`` has its second in ``stamps[i]`` and its
+    counts at ``counts[3i]`` (successes), ``3i + 1`` (failures) and ``3i + 2`` (slow).  While
+    sparse, a second takes any slot whose second has left the window; as a ring (``ring``
+    True), second ``s`` always takes slot ``s % size``.  Not tracked by the garbage collector,
+    as :class:`DurationHistogram`.
     """
 
-    __slots__ = ("counts", "ring", "size", "stamps")
+    seconds: float
+    size: int = 0
+    second: int = UNUSED
+    successes: int = 0
+    failures: int = 0
+    slow: int = 0
+    ring: bool = False
+    stamps: array[int] | None = None
+    counts: array[int] | None = None
 
-    def __init__(self, seconds: float) -> None:
-        self.size = max(1, math.ceil(seconds))
-        self.ring = self.size <= SPARSE
-        slots = self.size if self.ring else SPARSE
-        self.stamps = array("i", [UNUSED]) * slots
-        self.counts = array("B", bytes(3 * slots))
-
-    def _slot(self, second: int) -> int:
-        stamps = self.stamps
-        if self.ring:
-            index = second % self.size
-        else:
-            try:
-                return stamps.index(second)
-            except ValueError:
-                pass
-            oldest = second - self.size
-            index = next((i for i, stamp in enumerate(stamps) if stamp <= oldest), -1)
-            if index < 0:
-                self._grow()
-                return self._slot(second)
-        if stamps[index] != second:
-            try:
-                stamps[index] = second
-            except OverflowError:
-                self.stamps = widened(stamps)
-                self.stamps[index] = second
-            base = 3 * index
-            self.counts[base : base + 3] = array(self.counts.typecode, (0, 0, 0))
-        return index
-
-    def _grow(self) -> None:
-        """Every sparse slot is live: become a ring with a slot for each second."""
-        size = self.size
-        stamps = array(self.stamps.typecode, [UNUSED]) * size
-        counts = array(self.counts.typecode, (0, 0, 0)) * size
-        for index, stamp in enumerate(self.stamps):
-            target = stamp % size
-            stamps[target] = stamp
-            counts[3 * target : 3 * target + 3] = self.counts[3 * index : 3 * index + 3]
-        self.stamps, self.counts, self.ring = stamps, counts, True
-
-    def _add(self, position: int, count: int) -> None:
-        try:
-            self.counts[position] += count
-        except OverflowError:
-            while True:
-                self.counts = widened(self.counts)
-                try:
-                    self.counts[position] += count
-                    return
-                except OverflowError:
-                    continue
+    def __post_init__(self) -> None:
+        self.size = max(1, math.ceil(self.seconds))
 
     def add(self, now: float, successes: int, failures: int, slow: int = 0) -> None:
-        base = 3 * self._slot(int(now))
-        if successes:
-            self._add(base, successes)
-        if failures:
-            self._add(base + 1, failures)
-        if slow:
-            self._add(base + 2, slow)
+        second = int(now)
+        if second != self.second:
+            if self.second != UNUSED:
+                self._store(self.second, self.successes, self.failures, self.slow)
+            self.second = second
+            self.successes, self.failures, self.slow = successes, failures, slow
+            return
+        self.successes += successes
+        self.failures += failures
+        self.slow += slow
 
     def totals(self, now: float) -> tuple[int, int, int]:
-        """(successes, failures, slow) over the slots still inside the window at ``now``."""
+        """(successes, failures, slow) over the seconds still inside the window at ``now``."""
         oldest = int(now) - self.size
-        counts = self.counts
         successes = failures = slow = 0
-        for index, stamp in enumerate(self.stamps):
-            if stamp > oldest:
-                base = 3 * index
-                successes += counts[base]
-                failures += counts[base + 1]
-                slow += counts[base + 2]
+        if self.second > oldest:
+            successes, failures, slow = self.successes, self.failures, self.slow
+        stamps, counts = self.stamps, self.counts
+        if stamps is not None and counts is not None:
+            for index, stamp in enumerate(stamps):
+                if stamp > oldest:
+                    base = 3 * index
+                    successes += counts[base]
+                    failures += counts[base + 1]
+                    slow += counts[base + 2]
         return successes, failures, slow
 
     def failure_rate(self, now: float) -> float:
         successes, failures, _ = self.totals(now)
         total = successes + failures
         return failures / total if total else 0.0
+
+    # -- the arrays (seconds before the latest) ----------------------------------------------
+
+    def _store(self, second: int, successes: int, failures: int, slow: int) -> None:
+        if self.stamps is None:
+            self.ring = self.size <= SPARSE
+            slots = self.size if self.ring else SPARSE
+            self.stamps = array("i", [UNUSED]) * slots
+            self.counts = array("B", bytes(3 * slots))
+        base = 3 * self._slot(second)
+        for offset, count in enumerate((successes, failures, slow)):
+            if count:
+                self._add(base + offset, count)
+
+    def _slot(self, second: int) -> int:
+        stamps, counts = self.stamps, self.counts
+        assert stamps is not None and counts is not None
+        if self.ring:
+            index = second % self.size
+        elif second in stamps:
+            return stamps.index(second)
+        else:
+            oldest = min(stamps)  # the slot whose second is oldest, if it has left the window
+            if oldest > second - self.size:
+                self._grow(stamps, counts)
+                return self._slot(second)
+            index = stamps.index(oldest)
+        if stamps[index] != second:
+            try:
+                stamps[index] = second
+            except OverflowError:
+                stamps = self.stamps = widened(stamps)
+                stamps[index] = second
+            base = 3 * index
+            counts[base : base + 3] = array(counts.typecode, (0, 0, 0))
+        return index
+
+    def _grow(self, old_stamps: array[int], old_counts: array[int]) -> None:
+        """Every sparse slot is live: become a ring with a slot for each second."""
+        size = self.size
+        stamps = array(old_stamps.typecode, [UNUSED]) * size
+        counts = array(old_counts.typecode, (0, 0, 0)) * size
+        for index, stamp in enumerate(old_stamps):
+            target = stamp % size
+            stamps[target] = stamp
+            counts[3 * target : 3 * target + 3] = old_counts[3 * index : 3 * index + 3]
+        self.stamps, self.counts, self.ring = stamps, counts, True
+
+    def _add(self, position: int, count: int) -> None:
+        counts = self.counts
+        assert counts is not None
+        try:
+            counts[position] += count
+        except OverflowError:
+            while True:
+                counts = self.counts = widened(counts)
+                try:
+                    counts[position] += count
+                    return
+                except OverflowError:
+                    continue
 
 
 class CountWindow:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import weakref
+from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
@@ -50,8 +51,8 @@ class ActorSystem:
         self.runtime = Runtime(self.clock, floating=_floating, name=name)
         self.bus = EventBus(self.runtime)
         self._breakers: dict[str, Breaker] = {}
-        # Active actors, named or not (a dormant one has nothing to close at shutdown).  One
-        # bound method shared by every actor, rather than one each.
+        # Active unregistered actors (named ones are in `_breakers`; a dormant one has nothing
+        # to close at shutdown).  One bound method shared by every actor, rather than one each.
         self._actors: weakref.WeakSet[BreakerActor] = weakref.WeakSet()
         self._track = self._actors.add
         self._task_group: anyio.abc.TaskGroup | None = None
@@ -112,7 +113,10 @@ class ActorSystem:
         if self._cluster_scope is not None:
             self._cluster_scope.cancel()  # a link runs until cancelled: it stops with the system
         runtime.drain_all()  # answers any ask that slipped in before the flag
-        for actor in list(self._actors):  # unregistered breakers close too
+        named = [breaker._actor for breaker in self._breakers.values()]
+        for actor in [*named, *self._actors]:  # unregistered breakers close too
+            if actor.dormant:
+                continue  # its gate already sends callers to the slow path, which raises
             runtime.cancel_timer(actor)
             actor.close_gate()
             for envelope in actor._mailbox:
@@ -137,7 +141,7 @@ class ActorSystem:
         with self._create_lock:
             existing = self._breakers.get(name)
             if existing is None:
-                existing = self._create(name, config or DEFAULT_CONFIG, cls)
+                existing = self._create(name, config or DEFAULT_CONFIG, cls, None)
                 self._breakers[name] = existing
                 cluster = self.cluster
                 if cluster is not None:
@@ -159,11 +163,16 @@ class ActorSystem:
         so no cluster: it always decides alone)."""
         if self.runtime.closed:
             raise ActorSystemClosedError(f"actor system {self.name!r} is closed")
-        return self._create(name, config or DEFAULT_CONFIG, cls)
+        return self._create(name, config or DEFAULT_CONFIG, cls, self._track)
 
-    def _create(self, name: str, config: CircuitBreakerConfig, cls: type[Breaker]) -> Breaker:
-        actor = BreakerActor(name, interned(config), self.runtime, self.bus, self._track)
-        return cls(actor)
+    def _create(
+        self,
+        name: str,
+        config: CircuitBreakerConfig,
+        cls: type[Breaker],
+        track: Callable[[BreakerActor], None] | None,
+    ) -> Breaker:
+        return cls(BreakerActor(name, interned(config), self.runtime, self.bus, track))
 
     # -- cluster mode (see actors.cluster) ----------------------------------------------------
 

@@ -50,11 +50,14 @@ def test_the_rate_window_agrees_with_a_plain_model(seconds: float, start: float)
 def test_a_breaker_with_few_calls_keeps_a_few_bytes_of_counts() -> None:
     window = RateWindow(60)
     window.add(10.0, 1, 0)
+    assert window.stamps is None  # one second so far: no arrays
+    window.add(11.0, 1, 0)
+    assert window.stamps is not None and window.counts is not None
     assert len(window.stamps) == SPARSE and window.counts.itemsize == 1
-    for second in range(11, 11 + SPARSE):
+    for second in range(12, 12 + SPARSE):
         window.add(float(second), 1, 1)
     assert len(window.stamps) == 60  # more live seconds than the sparse slots: a ring
-    assert window.totals(14.0) == (SPARSE + 1, SPARSE, 0)
+    assert window.totals(15.0) == (SPARSE + 2, SPARSE, 0)
 
 
 def test_counts_widen_instead_of_overflowing() -> None:
@@ -65,6 +68,7 @@ def test_counts_widen_instead_of_overflowing() -> None:
     histogram.record_run([0.002] * 100_000)
     assert histogram.counts.itemsize >= 4
     assert sum(histogram.counts) == histogram.count == 100_300
-    window = RateWindow(1)
+    window = RateWindow(3)
     window.add(5.0, 2**40, 0)
-    assert window.totals(5.0) == (2**40, 0, 0)
+    window.add(6.0, 0, 1)  # second 5 moves to the arrays, which widen to hold it
+    assert window.totals(6.0) == (2**40, 1, 0)
