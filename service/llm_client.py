@@ -28,7 +28,7 @@ from service.llm.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
-from service.llm.schema import LLMResponse, Usage
+from service.llm.schema import FunctionCall, LLMResponse, ToolCall, ToolCallDelta, Usage
 from service.llm.stream import LLMStream
 
 __all__ = [
@@ -37,6 +37,7 @@ __all__ = [
     "APIError",
     "AuthenticationError",
     "CircuitOpenAPIError",
+    "FunctionCall",
     "InvalidRequestError",
     "LLMClient",
     "LLMResponse",
@@ -47,6 +48,8 @@ __all__ = [
     "ProviderSaturatedError",
     "RateLimitError",
     "ServiceUnavailableError",
+    "ToolCall",
+    "ToolCallDelta",
     "Usage",
     "get_llm_client",
     "llm_breaker_config",

@@ -200,7 +200,7 @@ class Provider:
         except Exception as exc:
             raise error_for_transport(self.name, exc, secret=self.secret) from exc
         finally:
-            await _drain(response)
+            await drain(response)
 
     # -- the library: requests and answers in a wire format ------------------------------------
 
@@ -274,7 +274,7 @@ class Provider:
             into.model = model
 
 
-async def _drain(response: aiohttp.ClientResponse) -> None:
+async def drain(response: aiohttp.ClientResponse) -> None:
     """Read what is left of a response so that its connection can be reused; a failure only
     means the connection is closed instead."""
     if response.content.at_eof():

@@ -109,6 +109,8 @@ class FakeProvider:
         self.reply = reply
         self.model = model
         self.requests: list[Recorded] = []
+        #: Seconds between a stream's last event and the end of its body.
+        self.tail_delay = 0.0
         self.in_flight = 0
         self.max_in_flight = 0
         self._faults: deque[Fault] = deque()
@@ -283,6 +285,8 @@ class FakeProvider:
                 deltas += 1
             await response.write(_sse(event, anthropic))
         else:
+            if self.tail_delay:  # the body's end in a later packet, as over a real network
+                await asyncio.sleep(self.tail_delay)
             await response.write_eof()
             return response
         assert fault is not None
