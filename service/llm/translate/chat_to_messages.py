@@ -132,7 +132,7 @@ def chat_request_to_messages(
 
     ``model`` is the provider's model (it replaces ``body["model"]``); ``default_max_tokens``
     applies when the request sets neither ``max_tokens`` nor ``max_completion_tokens``
-    (Anthropic requires a limit).  Strings, schemas and images pass through as the same
+    (Anthropic requires a limit).  Texts and schemas pass through as the same
     objects (nothing is copied that needs no translation).
 
     Raises :class:`UntranslatableError` naming the first field with no counterpart, or with a

@@ -10,6 +10,7 @@ Choices made where the formats differ:
 - ``max_tokens`` becomes ``max_tokens``, not ``max_completion_tokens``: every OpenAI-compatible
   server takes the older name, and OpenAI still does for its chat models.
 - ``system`` becomes the first message (a string stays a string; text blocks stay text parts).
+  A user turn whose only block (besides tool results) is one text block becomes a string.
 - ``tool_result`` blocks become ``tool`` messages, placed before the rest of their user turn
   (OpenAI wants the results right after the assistant's calls).  ``is_error`` is not forwarded:
   Chat has no flag for it, and the result's text already says what failed.
@@ -224,7 +225,10 @@ def _turn(turn: Any, path: str) -> list[dict[str, Any]]:
                 parts.append(media.chat_file(block, block_path))
             case other:
                 refuse(f"{block_path}.type", f"block {other!r} has no Chat Completions counterpart")
-    if parts or not results:
+    if len(parts) == 1 and parts[0]["type"] == "text":
+        # One text block is just text: a string is what every OpenAI-compatible server takes.
+        results.append({"role": "user", "content": parts[0]["text"]})
+    elif parts or not results:
         results.append({"role": "user", "content": parts})
     return results
 

@@ -269,7 +269,7 @@ MESSAGE_RULES: list[tuple[str, dict[str, Any], list[dict[str, Any]]]] = [
             },
             {"role": "tool", "tool_call_id": "t1", "content": "sunny"},
             {"role": "tool", "tool_call_id": "t2", "content": [{"type": "text", "text": "rain"}]},
-            {"role": "user", "content": [{"type": "text", "text": "and tomorrow?"}]},
+            {"role": "user", "content": "and tomorrow?"},  # one text block is a string
         ],
     ),
     (
