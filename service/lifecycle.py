@@ -29,7 +29,8 @@ import contextlib
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
@@ -39,10 +40,15 @@ from actors.errors import ConfigurationError
 from actors.system import default_system
 from service.config import ConfigError, ServiceConfig, clean_secrets, config_warnings
 from service.gateway import Gateway, ProviderTarget, resolve_providers
-from service.http import ADMIN_TOKEN_ENV, create_app
+from service.gateway_auth import GatewayKeys, gateway_auth_middleware, warn_if_open
+from service.http import ADMIN_TOKEN_ENV, Handler, create_app
 from service.llm.settings import KINDS
+from service.logs import access_middleware, log_transitions
 from service.probes import RouteProbe
 from service.simulator import Simulator
+
+if TYPE_CHECKING:  # the SDK is imported only when telemetry or /metrics is on
+    from telemetry.setup import Telemetry
 
 logger = logging.getLogger("service")
 
@@ -125,10 +131,14 @@ class Service:
         )
         for warning in config_warnings(config):
             logger.warning("%s", warning)
+        keys = GatewayKeys.from_config(config, environ)
+        warn_if_open(keys, config.service.host)
         async with contextlib.AsyncExitStack() as stack:
-            if config.telemetry.enabled:
+            telemetry = _start_telemetry(config)
+            if telemetry is not None:
                 # Pushed first, so popped last: it flushes what everything else did.
-                stack.push_async_callback(_start_telemetry(config))
+                stack.push_async_callback(_flush_and_shut_down, telemetry)
+            stack.callback(log_transitions().close)
             # Bind the process-wide actor system (the registry's breakers, the bus) to this
             # loop now, rather than to whichever request happens to touch it first.
             default_system().runtime.bind_for_caller()
@@ -161,6 +171,9 @@ class Service:
                 admin_token=token,
                 chat_completions=self.gateway.handle,
                 readiness=RouteProbe(config, self.gateway.providers).check,
+                metrics=_metrics_endpoint(telemetry),
+                outer=[_access_log(config, telemetry)],
+                inner=[gateway_auth_middleware(keys)] if keys else [],
             )
             runner = web.AppRunner(
                 app, access_log=None, shutdown_timeout=config.service.shutdown_grace
@@ -215,33 +228,82 @@ def _join_cluster(config: ServiceConfig) -> Callable[[], None]:
     return system.detach_cluster
 
 
-def _start_telemetry(config: ServiceConfig) -> Callable[[], Awaitable[None]]:
-    """Install telemetry on the process-wide system; returns its flush-and-shutdown.
+def _start_telemetry(config: ServiceConfig) -> Telemetry | None:
+    """Install telemetry on the process-wide system: the exporters ``[telemetry]`` asks for,
+    and the Prometheus reader behind ``GET /metrics`` (``[metrics] prometheus``).  None when
+    neither is on, or when only ``/metrics`` was (by default) and the ``otel`` extra is missing.
 
     Raises :class:`ConfigError` for an exporter setting it cannot use (``OTEL_*`` variables).
     """
-    # Imported here: the OpenTelemetry SDK is only loaded when telemetry is on.
-    from telemetry.setup import setup
-
+    enabled, prometheus = config.telemetry.enabled, config.metrics.prometheus
+    if not (enabled or prometheus):
+        return None
+    try:
+        # Imported here: the OpenTelemetry SDK is only loaded when telemetry is on.
+        from telemetry.setup import setup
+    except ImportError as exc:
+        if enabled:
+            raise
+        logger.info("GET /metrics is off: %s", exc)
+        return None
     section = config.telemetry
     try:
-        telemetry = setup(
-            service_name=section.service_name,
-            protocol=section.protocol,
-            endpoint=section.endpoint,
-            call_span_ratio=section.call_span_ratio,
-        )
+        if enabled:
+            telemetry = setup(
+                service_name=section.service_name,
+                protocol=section.protocol,
+                endpoint=section.endpoint,
+                call_span_ratio=section.call_span_ratio,
+                prometheus=prometheus,
+            )
+        else:  # /metrics alone: no exporter from OTEL_*, nothing installed globally
+            telemetry = setup(
+                service_name=section.service_name,
+                prometheus=True,
+                from_env=False,
+                set_global=False,
+            )
     except ConfigurationError as exc:
         raise ConfigError("telemetry", str(exc), config.source) from None
     logger.info("telemetry: %r", telemetry)
+    return telemetry
 
-    async def flush_and_shut_down() -> None:
-        # Flush first: shutting down detaches the instruments, and with them whatever the
-        # breakers counted since the last export.
-        await telemetry.force_flush_async()
-        await telemetry.shutdown_async()
 
-    return flush_and_shut_down
+async def _flush_and_shut_down(telemetry: Telemetry) -> None:
+    # Flush first: shutting down detaches the instruments, and with them whatever the
+    # breakers counted since the last export.
+    await telemetry.force_flush_async()
+    await telemetry.shutdown_async()
+
+
+def _metrics_endpoint(telemetry: Telemetry | None) -> Handler | None:
+    """``GET /metrics`` over ``telemetry``'s Prometheus reader, if it has one."""
+    if telemetry is None:
+        return None
+    from telemetry.setup import prometheus_registry
+
+    if prometheus_registry(telemetry) is None:
+        return None
+    from service.prometheus import MetricsEndpoint
+
+    return MetricsEndpoint(telemetry).handle
+
+
+def _access_log(config: ServiceConfig, telemetry: Telemetry | None) -> Any:
+    """The access-log middleware, feeding the gateway's request metrics when telemetry has
+    a meter provider."""
+    observe = None
+    if telemetry is not None and telemetry.meter_provider is not None:
+        from telemetry.gateway import GatewayMetrics
+
+        observe = GatewayMetrics(telemetry.meter_provider).record
+    routes = config.routes
+    return access_middleware(
+        enabled=config.logging.access_log,
+        probes=config.logging.probe_access_log,
+        primary_of=lambda route: routes[route].provider if route in routes else None,
+        observe=observe,
+    )
 
 
 def _announce_simulator(simulator: Simulator, served: list[ProviderTarget], forced: bool) -> None:
