@@ -25,7 +25,7 @@ from typing import Any
 
 import anyio
 
-from tests.bench import cluster_hook, harness, telemetry_hook
+from tests.bench import cluster_hook, gateway, harness, telemetry_hook
 from tests.bench.cluster_hook import ClusterSwitch
 from tests.bench.harness import (
     Check,
@@ -735,7 +735,8 @@ GROUPS: dict[str, Callable[[Settings], list[Row]]] = {
     "telemetry": group_telemetry,
     "policies": group_policies,
     "cluster": group_cluster,
+    "gateway": gateway.group_gateway,
 }
 
 #: The table's row order.
-ROW_ORDER = ["1", "1t", "1r", "1c", "2", "3", "4a", "4s", "5", "6", "7t", "7m"]
+ROW_ORDER = ["1", "1t", "1r", "1c", "2", "3", "4a", "4s", "5", "6", "7t", "7m", *gateway.ROWS]
