@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from service.simulator.answers import Answer, Ask, Tool, count_words, deltas, fragments, next_id
-from service.simulator.openai_wire import BadRequest
+from service.simulator.errors import BadRequest
 
 _encoder = msgspec.json.Encoder()
 

@@ -25,12 +25,9 @@ from service.simulator.answers import (
     fragments,
     next_id,
 )
+from service.simulator.errors import BadRequest
 
 _encoder = msgspec.json.Encoder()
-
-
-class BadRequest(ValueError):
-    """The request is not one the provider would accept; the message names the field."""
 
 
 class _StreamOptions(msgspec.Struct, frozen=True):

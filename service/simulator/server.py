@@ -15,7 +15,7 @@ from aiohttp import web
 
 from service.simulator import anthropic_wire, openai_wire
 from service.simulator.answers import answer
-from service.simulator.openai_wire import BadRequest
+from service.simulator.errors import BadRequest
 
 logger = logging.getLogger("service.simulator")
 
@@ -40,7 +40,7 @@ class Behaviour(msgspec.Struct, frozen=True, kw_only=True):
 
 
 _UNSET: Any = msgspec.UNSET
-_SETTINGS = ("outage", "error_rate", "status", "latency", "retry_after", "truncate_streams", "echo")
+_SETTINGS = Behaviour.__struct_fields__
 
 
 class ControlRequest(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
