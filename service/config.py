@@ -123,7 +123,9 @@ class ProviderSection(_Section, frozen=True):
     (empty: the upstream needs none, e.g. a local Ollama).  ``model`` is the upstream model used
     when this provider answers as a fallback for a route of another provider.  ``breaker`` names
     the ``[breakers.*]`` table for its breaker (default: the table named like the provider if
-    there is one, else ``default``).
+    there is one, else ``default``).  ``pool_size``: connections to it at once (per route);
+    ``pool_timeout``: seconds a request waits for one before a 503 (local saturation, never
+    counted by the breaker; ``timeout`` starts once a connection is held).
     """
 
     kind: ProviderKind
@@ -133,6 +135,8 @@ class ProviderSection(_Section, frozen=True):
     timeout: PositiveSeconds = 60.0
     connect_timeout: PositiveSeconds = 5.0
     breaker: str | None = None
+    pool_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    pool_timeout: PositiveSeconds = 10.0
 
 
 class RouteSection(_Section, frozen=True):
@@ -140,12 +144,14 @@ class RouteSection(_Section, frozen=True):
 
     ``provider`` answers first with ``model`` (default: the route's own name); each of
     ``fallbacks`` is tried in order, with its provider's ``model``, when the ones before it are
-    open or fail.
+    open or fail.  ``fallback_on_rate_limit``: a 429 (or a provider cooling down after one)
+    moves the request on to the next provider; false answers the 429 at once.
     """
 
     provider: NonEmpty
     model: str | None = None
     fallbacks: list[str] = []
+    fallback_on_rate_limit: bool = True
 
 
 class TelemetrySection(_Section, frozen=True):

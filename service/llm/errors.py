@@ -55,7 +55,11 @@ class APIError(Exception):
     unexpected redirect, or an error type inside a stream that the client does not know.
     ``provider`` is the provider's name as configured (e.g. ``"openai"``), ``status`` the HTTP
     status when there was an HTTP answer (else None), ``message`` the provider's own message.
+    ``upstream_body`` is the provider's error answer as it came (key redacted), for a gateway
+    that passes a provider's 4xx on to its client unchanged; None without an HTTP answer.
     """
+
+    upstream_body: bytes | None = None
 
     def __init__(self, message: str, *, provider: str, status: int | None = None) -> None:
         # Exception.__init__ directly: CircuitOpenAPIError puts CircuitBreakerOpenError after
@@ -64,9 +68,6 @@ class APIError(Exception):
         self.message = message
         self.provider = provider
         self.status = status
-        #: The provider's error answer as it came (key redacted), for a gateway that passes
-        #: a provider's 4xx on to its client unchanged; None when there was no HTTP answer.
-        self.upstream_body: bytes | None = None
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None else ""

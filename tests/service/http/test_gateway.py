@@ -47,10 +47,8 @@ async def test_a_completion_from_the_first_provider(harness: Harness) -> None:
     assert body["object"] == "chat.completion"
     assert body["model"] == "chat"  # the route's upstream model defaults to its name
     choice = body["choices"][0]
-    assert choice["message"] == {
-        "role": "assistant",
-        "content": "Simulated openai reply to: what is a breaker?",
-    }
+    assert choice["message"]["role"] == "assistant"
+    assert choice["message"]["content"] == "Simulated openai reply to: what is a breaker?"
     assert choice["finish_reason"] == "stop"
     assert (
         body["usage"]["total_tokens"]
@@ -68,7 +66,7 @@ async def test_an_outage_falls_back_then_opens_then_503s_without_fallback(
         status, body, headers = await harness.chat("chat")
         assert status == 200, body
         assert headers["X-Breakerd-Provider"] == f"{harness.tag}b"
-        assert body["model"] == "model-b"  # the fallback's own model
+        assert body["model"] == "chat"  # the fallback's model-b, renamed to what was asked
         assert body["choices"][0]["message"]["content"].startswith("Simulated anthropic reply")
     assert (await harness.breaker(harness.a))["state"] == "open"
     sent = harness.simulator.apis["openai"].requests
@@ -91,9 +89,7 @@ async def test_an_outage_falls_back_then_opens_then_503s_without_fallback(
         (500, 502, "upstream_error", True),
         (503, 502, "upstream_error", True),
         (529, 502, "upstream_error", True),
-        (400, 400, None, False),
-        (404, 400, None, False),
-        (401, 502, "upstream_misconfigured", False),
+        (401, 502, "upstream_misconfigured", False),  # our key, not the client's
     ],
 )
 async def test_upstream_errors_map_to_gateway_statuses(
@@ -107,6 +103,20 @@ async def test_upstream_errors_map_to_gateway_statuses(
     assert "simulator" not in message  # the service's own key is never shown
     snapshot = await harness.breaker(harness.a)
     assert snapshot["failed_calls"] == (1 if counted else 0)
+
+
+@pytest.mark.parametrize("upstream", [400, 404, 422])
+async def test_a_providers_4xx_comes_back_as_the_provider_wrote_it(
+    harness: Harness, upstream: int
+) -> None:
+    harness.simulator.control(api="openai", error_rate=1.0, status=upstream)
+    got, body, headers = await harness.chat("chat")  # no fallback for the client's mistake
+    assert got == upstream
+    assert body["error"]["message"].startswith("simulated upstream error")
+    assert headers["X-Breakerd-Provider"] == f"{harness.tag}a"
+    snapshot = await harness.breaker(harness.a)
+    assert (snapshot["failed_calls"], snapshot["ignored_calls"]) == (0, 1)
+    assert harness.simulator.apis["anthropic"].requests == 0
 
 
 async def test_recovery_closes_the_breaker_again(tag: str, http: aiohttp.ClientSession) -> None:
@@ -128,19 +138,30 @@ async def test_recovery_closes_the_breaker_again(tag: str, http: aiohttp.ClientS
         assert (await harness.breaker(harness.a))["state"] == "closed"
 
 
-async def test_rate_limits_pass_through_and_never_open_the_breaker(harness: Harness) -> None:
+async def test_a_429_cools_the_provider_down_and_never_opens_the_breaker(
+    harness: Harness,
+) -> None:
     harness.simulator.control(api="openai", error_rate=1.0, status=429, retry_after=7)
-    for model in ("solo", "chat", "solo"):  # a 429 is not passed to the fallback either
-        status, body, headers = await harness.chat(model)
-        assert status == 429
-        assert headers["Retry-After"] == "7"
-        assert body["error"]["type"] == "rate_limit_error"
+    status, body, headers = await harness.chat("solo")  # alone: the provider's 429
+    assert (status, headers["Retry-After"]) == (429, "7")
+    assert body["error"]["message"].startswith("simulated upstream error")
+    sent = harness.simulator.apis["openai"].requests
+    for _ in range(2):  # cooling down: the fallback answers, the provider is not asked
+        status, _, headers = await harness.chat("chat")
+        assert (status, headers["X-Breakerd-Provider"]) == (200, f"{harness.tag}b")
+    status, body, headers = await harness.chat("solo")  # nobody else: 429, nothing sent
+    assert status == 429
+    assert body["error"]["type"] == "rate_limit_error"
+    assert 1 <= int(headers["Retry-After"]) <= 7
+    assert harness.simulator.apis["openai"].requests == sent
     snapshot = await harness.breaker(harness.a)
     assert (snapshot["state"], snapshot["failed_calls"], snapshot["ignored_calls"]) == (
         "closed",
         0,
-        3,
+        1,
     )
+    assert (snapshot["rate_limited"], snapshot["cooldown_skipped"]) == (1, 3)
+    assert 0 < snapshot["cooldown_remaining"] <= 7
 
 
 async def test_an_upstream_timeout_is_a_504(harness: Harness) -> None:
@@ -167,7 +188,7 @@ async def test_streaming_through_the_gateway(harness: Harness) -> None:
     chunks = payloads[:-1]
     assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
     assert len({chunk["id"] for chunk in chunks}) == 1
-    assert chunks[0]["choices"][0]["delta"] == {"role": "assistant", "content": ""}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
     assert chunks[-1]["choices"][0]["finish_reason"] == "stop"
     assert text_of(payloads) == "Simulated openai reply to: hi"
 

@@ -1,0 +1,250 @@
+"""``POST /v1/messages`` (Anthropic-compatible, stream and tools included) and
+``POST /v1/messages/count_tokens``.
+
+The mirror of ``chat``: to an Anthropic provider the body goes as received (``model``
+rewritten) and the answer or the stream's events come back unchanged (``model`` renamed
+where the route aliases it); to an OpenAI-wire provider (an OpenAI route, or an OpenAI
+fallback of an Anthropic route) the request, the answer and the stream are translated by
+``service.llm.translate`` (direction 2).  Errors are answered in Anthropic's shape,
+``{"type": "error", "error": {"type", "message"}}``, with the statuses and headers of the
+one mapping in ``service.http`` (``Retry-After``, ``x-should-retry``).
+
+``count_tokens`` has no Chat Completions counterpart: it is passed through to the route's
+Anthropic providers only, and a route without one answers a 400 that says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from service.gateway.chat import write_stream
+from service.gateway.core import (
+    POLICY,
+    Fields,
+    Route,
+    RouteOf,
+    bool_field,
+    decode_all,
+    json_answer,
+    new_id,
+    note,
+    open_stream,
+    passed_through,
+    post_json,
+    read_fields,
+    rename_model,
+    require_list,
+    speaks_anthropic,
+    string_field,
+    untranslatable,
+    upstream_error,
+    with_model,
+)
+from service.gateway.relay import messages_end, relay
+from service.http import Problem, json_response, problem_for
+from service.llm.chain import Link
+from service.llm.errors import APIError, MalformedResponseError, error_for_type
+from service.llm.translate import (
+    ChatStreamToMessages,
+    UntranslatableError,
+    chat_response_to_messages,
+    messages_request_to_chat,
+)
+
+logger = logging.getLogger("service.gateway")
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(dict[str, Any])
+_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
+
+#: Anthropic's error ``type`` for each status the gateway answers with.
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    503: "overloaded_error",
+}
+
+
+def error_body(problem: Problem) -> dict[str, Any]:
+    kind = _ERROR_TYPES.get(problem.status, "api_error")
+    return {"type": "error", "error": {"type": kind, "message": problem.message}}
+
+
+def error_response(exc: BaseException, request: web.Request) -> web.Response:
+    """Any failure of a ``/v1/messages*`` request, in Anthropic's error shape."""
+    problem = problem_for(exc)
+    if problem.status == 500:
+        logger.error("%s %s failed", request.method, request.path, exc_info=exc)
+    return json_response(error_body(problem), status=problem.status, headers=problem.headers)
+
+
+class MessagesCall:
+    """One ``/v1/messages`` request (see :class:`service.gateway.chat.ChatCall`)."""
+
+    __slots__ = ("_decoded", "fields", "models", "route", "session")
+
+    def __init__(self, route: Route, fields: Fields) -> None:
+        self.route = route
+        self.fields = fields
+        self.models = route.models()
+        self.session = route.client.sessions.get()
+        self._decoded: dict[str, Any] | None = None
+
+    @property
+    def decoded(self) -> dict[str, Any]:
+        if self._decoded is None:
+            self._decoded = decode_all(self.fields)
+        return self._decoded
+
+    def _renamed(self, link: Link) -> str | None:
+        return self.route.name if self.route.aliased(self.models[link]) else None
+
+    def _chat_body(self, link: Link, *, stream: bool) -> bytes:
+        try:
+            body = messages_request_to_chat(self.decoded, model=self.models[link])
+        except UntranslatableError as exc:
+            raise untranslatable(link, exc) from None
+        if stream:
+            body["stream"] = True
+            body["stream_options"] = {"include_usage": True}
+        return _encoder.encode(body)
+
+    async def answer(self, link: Link) -> bytes:
+        if speaks_anthropic(link):
+            body = with_model(self.fields, self.models[link])
+            payload, _ = await post_json(self.session, link, "/v1/messages", body)
+            renamed = self._renamed(link)
+            return payload if renamed is None else rename_model(payload, renamed)
+        payload, _ = await post_json(
+            self.session, link, "/chat/completions", self._chat_body(link, stream=False)
+        )
+        try:
+            message = chat_response_to_messages(_decoder.decode(payload), model=self.route.name)
+        except (msgspec.DecodeError, *_SHAPE_ERRORS) as exc:
+            raise MalformedResponseError(
+                f"invalid Chat Completions answer: {exc}", provider=link.name
+            ) from None
+        return _encoder.encode(message)
+
+    def stream(self, link: Link) -> AsyncGenerator[bytes, None]:
+        if speaks_anthropic(link):
+            return self._relayed_stream(link)
+        return self._translated_stream(link)
+
+    async def _relayed_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
+        body = with_model(self.fields, self.models[link])
+        response = await open_stream(self.session, link, "/v1/messages", body)
+        batches = relay(link.provider, response, end=messages_end, model=self._renamed(link))
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
+
+    async def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
+        provider = link.provider
+        body = self._chat_body(link, stream=True)
+        response = await open_stream(self.session, link, "/chat/completions", body)
+        translator = ChatStreamToMessages(model=self.route.name, message_id=new_id("msg_"))
+        try:
+            async with contextlib.aclosing(provider.events(response)) as events:
+                async for event in events:
+                    if event.data == "[DONE]":
+                        yield _events(translator.finish())
+                        return
+                    try:
+                        chunk = _decoder.decode(event.data)
+                        error = chunk.get("error")
+                        if error is not None:
+                            # The provider failed mid-stream: the chain and breaker judge it.
+                            error = error if isinstance(error, dict) else {"message": str(error)}
+                            raise error_for_type(
+                                link.name,
+                                error.get("type"),
+                                str(error.get("message") or ""),
+                                secret=provider.secret,
+                            )
+                        out = translator.feed(chunk)
+                    except (msgspec.DecodeError, *_SHAPE_ERRORS) as exc:
+                        raise MalformedResponseError(
+                            f"invalid Chat Completions stream chunk: {exc!r}", provider=link.name
+                        ) from None
+                    if out:
+                        yield _events(out)
+        finally:
+            response.release()
+        raise MalformedResponseError("the stream ended before its end marker", provider=link.name)
+
+
+def _events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
+    return b"".join(
+        b"event: " + name.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
+        for name, data in events
+    )
+
+
+def _stream_error(exc: APIError) -> bytes:
+    return _events([("error", error_body(problem_for(exc)))])
+
+
+async def handle(route_of: RouteOf, request: web.Request) -> web.StreamResponse:
+    route: Route | None = None
+    try:
+        fields = await read_fields(request)
+        route = route_of(string_field(fields, "model"))
+        require_list(fields, "messages")
+        call = MessagesCall(route, fields)
+        chain = route.client.chain
+        if not bool_field(fields, "stream"):
+            payload, link = await chain.call(call.answer, POLICY)
+            note(request, route, link)
+            return json_answer(payload, link)
+        link, source, first = await chain.stream(call.stream, POLICY)
+    except APIError as exc:
+        if route is not None and passed_through(exc, route, speaks_anthropic):
+            return upstream_error(exc)
+        return error_response(exc, request)
+    except Exception as exc:
+        return error_response(exc, request)
+    note(request, route, link)
+    return await write_stream(request, link, source, first, error_event=_stream_error)
+
+
+async def count_tokens(route_of: RouteOf, request: web.Request) -> web.Response:
+    route: Route | None = None
+    try:
+        fields = await read_fields(request)
+        route = route_of(string_field(fields, "model"))
+        links = [link for link in route.client.chain.links if speaks_anthropic(link)]
+        if not links:
+            raise Problem(
+                400,
+                f"model {route.name!r} has no Anthropic provider: count_tokens is an Anthropic "
+                "endpoint with no Chat Completions counterpart",
+                param="model",
+            )
+        models = route.models()
+        session = route.client.sessions.get()
+
+        async def attempt(link: Link) -> bytes:
+            body = with_model(fields, models[link])
+            payload, _ = await post_json(session, link, "/v1/messages/count_tokens", body)
+            return payload
+
+        payload, link = await route.client.chain.call(attempt, POLICY, links)
+    except APIError as exc:
+        if route is not None and passed_through(exc, route, speaks_anthropic):
+            return upstream_error(exc)
+        return error_response(exc, request)
+    except Exception as exc:
+        return error_response(exc, request)
+    note(request, route, link)
+    return json_answer(payload, link)
