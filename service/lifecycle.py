@@ -34,7 +34,13 @@ from typing import TYPE_CHECKING, Any
 
 import anyio
 import anyio.abc
-from aiohttp import web
+
+from actors.extras import missing_extra
+
+try:
+    from aiohttp import web
+except ImportError as exc:  # the core install: no HTTP service
+    raise missing_extra("aiohttp", "service", "breakerd's HTTP service") from exc
 
 from actors.errors import ConfigurationError
 from actors.system import default_system
