@@ -15,6 +15,9 @@ Routes (all JSON bodies encoded with msgspec)::
     GET  /events                      Server-Sent Events: state changes, periodic metrics
     GET  /dashboard                   the live dashboard page (``/`` redirects; service.dashboard)
     POST /v1/chat/completions         the OpenAI-compatible gateway (``service.gateway``)
+    GET  /v1/models[/{id}]            the gateway's routes, as models
+    POST /v1/embeddings               embeddings through the route's OpenAI-wire providers
+    POST /v1/messages[/count_tokens]  the Anthropic-compatible gateway
 
 Errors: handlers raise; the outermost middleware turns *every* exception into a JSON body of
 the OpenAI shape ``{"error": {"message", "type", "code", "param"}}`` through
@@ -57,12 +60,14 @@ from actors.system import default_system
 from service.circuit_breaker import get_event_bus
 from service.config import ServiceConfig
 from service.dashboard import add_routes as add_dashboard_routes
+from service.llm.cooldown import cooldowns
 from service.llm_client import (
     APIError,
     AuthenticationError,
     InvalidRequestError,
     NetworkTimeoutError,
     ProviderConfigurationError,
+    ProviderSaturatedError,
     RateLimitError,
 )
 from service.monitor import get_circuit_breaker_monitor
@@ -139,12 +144,17 @@ def problem_for(exc: BaseException) -> Problem:
         return exc
     # An open breaker first: the LLM client's CircuitOpenAPIError is also an APIError.
     if isinstance(exc, CircuitBreakerOpenError):
+        # x-should-retry: false makes the OpenAI and Anthropic SDKs fail fast instead of
+        # sleeping through their retries; Retry-After says when a probe will be admitted.
         return Problem(
             503,
             str(exc),
             type="service_unavailable",
             code="circuit_open",
-            headers={"Retry-After": retry_after_header(exc.retry_after)},
+            headers={
+                "Retry-After": retry_after_header(exc.retry_after),
+                "x-should-retry": "false",
+            },
         )
     if isinstance(exc, APIError):
         return _upstream_problem(exc)
@@ -175,6 +185,14 @@ def _upstream_problem(exc: APIError) -> Problem:
     the client gets a 502 without details beyond the provider's name (the log has them).
     """
     upstream = f"upstream {exc.provider!r}"
+    if isinstance(exc, ProviderSaturatedError):  # ours, not the upstream's: retry soon
+        return Problem(
+            503,
+            f"{upstream} is saturated here: {exc.message}",
+            type="service_unavailable",
+            code="provider_saturated",
+            headers={"Retry-After": "1", "x-should-retry": "true"},
+        )
     if isinstance(exc, RateLimitError):
         headers = {}
         if exc.retry_after is not None:
@@ -336,7 +354,15 @@ def _breaker(request: web.Request) -> Breaker:
 
 async def _snapshots() -> dict[str, Any]:
     breakers = default_system().breakers()
-    return {name: await breakers[name].metrics_async() for name in sorted(breakers)}
+    return {name: await _snapshot(breakers[name]) for name in sorted(breakers)}
+
+
+async def _snapshot(breaker: Breaker) -> Any:
+    """A breaker's metrics, with its provider's rate-limit cooldown beside them when it has
+    one (``cooldown_remaining``, ``rate_limited``, ``cooldown_skipped``: service.llm.cooldown)."""
+    metrics = await breaker.metrics_async()
+    cooldown = cooldowns(default_system()).get(breaker.name)
+    return metrics if cooldown is None else metrics.to_dict() | cooldown.snapshot()
 
 
 async def _get_breakers(request: web.Request) -> web.Response:
@@ -344,7 +370,7 @@ async def _get_breakers(request: web.Request) -> web.Response:
 
 
 async def _get_breaker(request: web.Request) -> web.Response:
-    return json_response(await _breaker(request).metrics_async())
+    return json_response(await _snapshot(_breaker(request)))
 
 
 async def _manage(request: web.Request) -> web.Response:

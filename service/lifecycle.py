@@ -176,13 +176,21 @@ class Service:
                 config,
                 admin_token=token,
                 chat_completions=self.gateway.handle,
-                readiness=RouteProbe(config, self.gateway.providers).check,
+                readiness=RouteProbe(
+                    config, self.gateway.providers, cooldown=self.gateway.cooldown_remaining
+                ).check,
                 metrics=_metrics_endpoint(telemetry),
                 outer=[_access_log(config, telemetry)],
                 inner=[gateway_auth_middleware(keys)] if keys else [],
             )
+            self.gateway.add_routes(app)
             runner = web.AppRunner(
-                app, access_log=None, shutdown_timeout=config.service.shutdown_grace
+                app,
+                access_log=None,
+                shutdown_timeout=config.service.shutdown_grace,
+                # A client that leaves cancels its handler, and so its upstream call (which
+                # the breaker then counts as ignored, freeing a half-open slot at once).
+                handler_cancellation=True,
             )
             await runner.setup()
             stack.push_async_callback(self._stop_http, runner)
