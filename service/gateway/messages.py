@@ -9,8 +9,9 @@ fallback of an Anthropic route) the request, the answer and the stream are trans
 ``{"type": "error", "error": {"type", "message"}}``, with the statuses and headers of the
 one mapping in ``service.http`` (``Retry-After``, ``x-should-retry``).
 
-``count_tokens`` has no Chat Completions counterpart: it is passed through to the route's
-Anthropic providers only, and a route without one answers a 400 that says so.
+``count_tokens`` has no Chat Completions counterpart: it is passed through for Anthropic
+routes (whose first provider is Anthropic), to their Anthropic providers only; any other route
+answers a 400 that says so.
 """
 
 from __future__ import annotations
@@ -224,10 +225,10 @@ async def count_tokens(route_of: RouteOf, request: web.Request) -> web.Response:
         fields = await read_fields(request)
         route = route_of(string_field(fields, "model"))
         links = [link for link in route.client.chain.links if speaks_anthropic(link)]
-        if not links:
+        if not speaks_anthropic(route.client.chain.links[0]):
             raise Problem(
                 400,
-                f"model {route.name!r} has no Anthropic provider: count_tokens is an Anthropic "
+                f"model {route.name!r} is not an Anthropic route: count_tokens is an Anthropic "
                 "endpoint with no Chat Completions counterpart",
                 param="model",
             )
