@@ -3,7 +3,8 @@
 Each test gets a service of its own (fresh breakers) with two providers, ``<tag>a`` (OpenAI
 wire) and ``<tag>b`` (Anthropic wire), and these routes:
 
-- ``gpt``: a, falling back to b (an OpenAI route with an Anthropic fallback);
+- ``gpt``: a (as model ``gpt-upstream``), falling back to b (an OpenAI route with an Anthropic
+  fallback);
 - ``claude``: b, falling back to a (an Anthropic route with an OpenAI fallback);
 - ``solo``: a alone (for rate limits and open breakers with nowhere to go).
 
@@ -82,6 +83,7 @@ model = "upstream-claude"
 
 [routes.gpt]
 provider = "{tag}a"
+model = "gpt-upstream"
 fallbacks = ["{tag}b"]
 
 [routes.claude]
