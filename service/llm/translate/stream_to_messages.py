@@ -57,7 +57,7 @@ class ChatStreamToMessages:
         self._started = False
         self._open: tuple[int, str | int] | None = None  # (block index, _TEXT or tool index)
         self._next = 0
-        self._tools: set[int] = set()  # Chat tool call indexes already opened
+        self._tools: dict[int, str] = {}  # Chat tool call index -> id, for the calls opened
         self._finish: str | None = None
         self._refused = False
         self._usage: dict[str, Any] = {}
@@ -145,15 +145,25 @@ class ChatStreamToMessages:
         )
 
     def _tool_call(self, call: dict[str, Any], events: list[Event]) -> None:
-        index = call.get("index", 0)
         function = call.get("function") or {}
+        index = call.get("index")
+        call_id = call.get("id")
+        if index is None:
+            # Some OpenAI-compatible servers leave the index out (sending whole calls): a new id
+            # is a new call, anything else continues the call in progress.
+            if call_id and call_id not in self._tools.values():
+                index = len(self._tools)
+            elif self._open is not None and isinstance(self._open[1], int):
+                index = self._open[1]
+            else:
+                refuse("tool_calls", "a tool call delta without index, id or a call in progress")
         if index not in self._tools:
-            if not call.get("id") or not function.get("name"):
+            if not call_id or not function.get("name"):
                 refuse(
                     f"tool_calls[{index}]",
                     "the first delta of a tool call must have its id and name",
                 )
-            self._tools.add(index)
+            self._tools[index] = call_id
             block = {"type": "tool_use", "id": call["id"], "name": function["name"], "input": {}}
             self._open_block(index, block, events)
         elif self._open is None or self._open[1] != index:

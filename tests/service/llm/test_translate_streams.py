@@ -584,3 +584,73 @@ def test_anthropic_stream_through_chat_and_back_assembles_the_same_message(
     assert round_tripped.content == keep
     assert round_tripped.stop_reason == original.stop_reason
     assert round_tripped.usage.output_tokens == original.usage.output_tokens
+
+
+def test_whole_parallel_calls_in_one_chunk_become_two_blocks() -> None:
+    # Servers that do not stream arguments send every call whole, in one delta.
+    calls = [
+        {
+            "index": 0,
+            "id": "call_1",
+            "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Paris"}'},
+        },
+        {
+            "index": 1,
+            "id": "call_2",
+            "type": "function",
+            "function": {"name": "weather", "arguments": '{"city": "Rome"}'},
+        },
+    ]
+    final = messages_assembled(
+        to_messages([o({"role": "assistant", "tool_calls": calls}), o({}, "tool_calls")])
+    )
+    assert [(block.id, block.input) for block in final.content] == [  # type: ignore[union-attr]
+        ("call_1", {"city": "Paris"}),
+        ("call_2", {"city": "Rome"}),
+    ]
+
+
+def test_calls_without_index_are_told_apart_by_id() -> None:
+    chunks = [
+        o(
+            {
+                "tool_calls": [
+                    {
+                        "id": "call_1",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": '{"a"'},
+                    }
+                ]
+            }
+        ),
+        o({"tool_calls": [{"function": {"arguments": ": 1}"}}]}),  # continues call_1
+        o({"tool_calls": [{"id": "call_1", "function": {"arguments": ""}}]}),  # the same id again
+        o(
+            {
+                "tool_calls": [
+                    {
+                        "id": "call_2",
+                        "type": "function",
+                        "function": {"name": "w", "arguments": "{}"},
+                    }
+                ]
+            }
+        ),
+        o({}, "tool_calls"),
+    ]
+    machine = ChatStreamToMessages(model="route-model", message_id="msg_9")
+    events = [event for chunk in chunks for event in machine.feed(chunk)] + machine.finish()
+    final = messages_assembled(events)  # (not to_messages: the SDK chunk type wants an index)
+    assert [(block.id, block.input) for block in final.content] == [
+        ("call_1", {"a": 1}),
+        ("call_2", {}),
+    ]  # type: ignore[union-attr]
+
+
+def test_a_call_delta_with_nothing_to_attach_to_is_refused() -> None:
+    with pytest.raises(UntranslatableError) as caught:
+        ChatStreamToMessages(model="m", message_id="msg").feed(
+            o({"tool_calls": [{"function": {"arguments": "{}"}}]})
+        )
+    assert caught.value.field == "tool_calls"
