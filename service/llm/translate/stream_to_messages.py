@@ -6,7 +6,9 @@ Anthropic streams content blocks one after the other: each is opened
 or the tool call with a given Chat index) and the block index to use next; a chunk that needs
 a different block closes the open one first.  OpenAI streams one tool call after the other
 too; arguments for a call whose block is already closed (a provider interleaving parallel
-calls) cannot be expressed, and are refused with :class:`UntranslatableError`.
+calls) cannot be expressed, and are refused with :class:`UntranslatableError`.  Whole calls in
+one delta (servers that do not stream arguments) are blocks opened and closed in turn; a call
+delta without ``index`` is told apart by its ``id``.
 
 The first chunk opens the message (``message_start``, with zero usage: a Chat stream reports
 tokens only at its end); :meth:`finish`, at ``[DONE]``, closes the open block and sends
