@@ -60,6 +60,7 @@ from actors.system import default_system
 from service.circuit_breaker import get_event_bus
 from service.config import ServiceConfig
 from service.dashboard import add_routes as add_dashboard_routes
+from service.jsonlimits import JSONTooDeepError, check_depth
 from service.llm.cooldown import cooldowns
 from service.llm_client import (
     APIError,
@@ -259,7 +260,8 @@ def json_response(
 
 async def read_json(request: web.Request, type: type[Any]) -> Any:
     """Decode the request body as ``type``; raises :class:`Problem` (400) naming what was
-    wrong, or 413 through aiohttp's body limit."""
+    wrong (nesting deeper than ``service.max_json_depth`` included), or 413 through aiohttp's
+    body limit."""
     try:
         body = await request.read()
     except web.HTTPRequestEntityTooLarge:
@@ -271,8 +273,17 @@ async def read_json(request: web.Request, type: type[Any]) -> Any:
         ) from None
     if not body:
         raise Problem(400, "request body is empty; expected a JSON object")
+    # msgspec recurses per level and has no depth option: refuse deep nesting before it does.
+    max_depth = request.app[_CONFIG].service.max_json_depth
     try:
+        check_depth(body, max_depth)
         return msgspec.json.decode(body, type=type)
+    except (JSONTooDeepError, RecursionError):
+        raise Problem(
+            400,
+            f"request body nests JSON deeper than {max_depth} levels (service.max_json_depth)",
+            code="json_too_deep",
+        ) from None
     except msgspec.ValidationError as exc:
         raise Problem(400, f"invalid request: {_validation_message(exc, type)}") from None
     except msgspec.DecodeError as exc:

@@ -14,9 +14,14 @@ component it starts, in this order:
 It reports readiness through ``task_status`` (so ``await task_group.start(service.run)``
 returns only once the port is listening) and then waits for :meth:`Service.stop`.  Shutdown
 unwinds the stack: the HTTP server stops accepting, ``/events`` streams end, in-flight requests
-get ``shutdown_grace`` seconds to finish (then are cancelled), the LLM sessions close, the
-simulator stops (after the requests that used it), and telemetry flushes last so that it sees
-everything.  Each step is bounded, so a stuck component cannot hold the process forever.
+get ``shutdown_grace`` seconds to finish, the LLM sessions close, the simulator stops (after the
+requests that used it), and telemetry flushes last so that it sees everything.  Each step is
+bounded, so a stuck component cannot hold the process forever.
+
+Requests still running at the end of the grace period (or at once, on a second SIGINT/SIGTERM)
+are cut by ``service.server``: each answers a 503 JSON error, a stream already under way ends
+with an SSE ``error`` event, and only then do the sessions they used close.  A third signal
+abandons what is left of the shutdown.
 
 Alternatives considered: aiohttp's ``web.run_app`` owns the loop and signals itself, which
 leaves no place for the simulator and telemetry to live and die in order; separate tasks per
@@ -51,12 +56,16 @@ from service.http import ADMIN_TOKEN_ENV, Handler, create_app
 from service.llm.settings import KINDS
 from service.logs import access_middleware, log_transitions
 from service.probes import RouteProbe
+from service.server import Edge, GuardedRunner
 from service.simulator import Simulator
 
 if TYPE_CHECKING:  # the SDK is imported only when telemetry or /metrics is on
     from telemetry.setup import Telemetry
 
 logger = logging.getLogger("service")
+
+#: Seconds a cut request gets to write its 503 or error event before aiohttp cancels it.
+CUT_WAIT = 2.0
 
 
 class ListenError(OSError):
@@ -75,10 +84,12 @@ class Service:
         self.config = config
         self._environ = os.environ if environ is None else environ
         self._stop = anyio.Event()
+        self._cut = anyio.Event()
         self.url = ""
         self.port = 0
         self.simulator: Simulator | None = None
         self.gateway: Gateway | None = None
+        self.edge: Edge | None = None
 
     def __repr__(self) -> str:
         return f"<Service {self.url or 'not listening'} simulator={self.simulator!r}>"
@@ -86,6 +97,12 @@ class Service:
     def stop(self) -> None:
         """Begin the graceful shutdown (idempotent)."""
         self._stop.set()
+
+    def cut(self) -> None:
+        """End in-flight requests now (503, or an SSE error event) rather than after the grace
+        period; begins the shutdown too if it had not begun (idempotent)."""
+        self._stop.set()
+        self._cut.set()
 
     @property
     def stopping(self) -> bool:
@@ -99,7 +116,8 @@ class Service:
     ) -> None:
         """Start everything, report ``self`` through ``task_status``, serve until
         :meth:`stop` (or SIGINT/SIGTERM with ``handle_signals``), then shut down in reverse
-        order.  A second signal during shutdown cancels what is left of it.  Raises
+        order.  A second signal cuts in-flight requests at once (see :meth:`cut`); a third
+        cancels what is left of the shutdown.  Raises
         :class:`ListenError` if the port cannot be bound (whatever had started is stopped
         again)."""
         try:
@@ -122,8 +140,11 @@ class Service:
                 if not self.stopping:
                     logger.info("%s received: shutting down gracefully (repeat to force)", name)
                     self.stop()
+                elif not self._cut.is_set():
+                    logger.warning("%s received again: cutting in-flight requests now", name)
+                    self.cut()
                 else:
-                    logger.warning("%s received again: abandoning the graceful shutdown", name)
+                    logger.warning("%s received a third time: abandoning the shutdown", name)
                     scope.cancel()
 
     async def _serve(self, task_status: anyio.abc.TaskStatus[Service]) -> None:
@@ -184,14 +205,17 @@ class Service:
                 inner=[gateway_auth_middleware(keys)] if keys else [],
             )
             self.gateway.add_routes(app)
-            runner = web.AppRunner(
+            runner = GuardedRunner(
                 app,
+                config.service,
                 access_log=None,
-                shutdown_timeout=config.service.shutdown_grace,
                 # A client that leaves cancels its handler, and so its upstream call (which
                 # the breaker then counts as ignored, freeing a half-open slot at once).
                 handler_cancellation=True,
+                # A backstop only: _stop_http cuts what still runs at the grace period itself.
+                shutdown_timeout=config.service.shutdown_grace + CUT_WAIT,
             )
+            self.edge = runner.edge
             await runner.setup()
             stack.push_async_callback(self._stop_http, runner)
             site = web.TCPSite(runner, config.service.host, config.service.port)
@@ -214,11 +238,24 @@ class Service:
                 config.service.shutdown_grace,
             )
 
-    async def _stop_http(self, runner: web.AppRunner) -> None:
-        # aiohttp bounds the wait for in-flight handlers by shutdown_timeout, then cancels them;
-        # the outer bound covers the rest of its cleanup.
-        with anyio.move_on_after(self.config.service.shutdown_grace + 5):
-            await runner.cleanup()
+    async def _stop_http(self, runner: GuardedRunner) -> None:
+        grace = self.config.service.shutdown_grace
+
+        async def cut_at_grace() -> None:
+            with anyio.move_on_after(grace):
+                await self._cut.wait()
+            if cut := runner.edge.cut_in_flight():
+                logger.warning("shutdown: cut %d in-flight requests with a 503", cut)
+
+        # runner.cleanup stops listening, ends /events and waits for in-flight handlers; the
+        # cut ends those still running at the grace period, so that they answer before the
+        # sessions they use close.  aiohttp's own cancellation (shutdown_timeout) and the
+        # outer bound are backstops for handlers that ignore the cut.
+        async with anyio.create_task_group() as cutter:
+            cutter.start_soon(cut_at_grace)
+            with anyio.move_on_after(grace + 2 * CUT_WAIT):
+                await runner.cleanup()
+            cutter.cancel_scope.cancel()
 
 
 def _join_cluster(config: ServiceConfig) -> Callable[[], None]:
