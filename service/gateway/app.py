@@ -11,9 +11,10 @@ the model's answer.  Which provider answered is in the ``X-Breakerd-Provider`` h
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from aiohttp import web
@@ -29,6 +30,27 @@ from service.llm.cooldown import cooldown_for
 from service.llm_client import get_llm_client, llm_breaker_config
 
 logger = logging.getLogger("service.gateway")
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _left(handler: Handler) -> Handler:
+    """``handler``, logging a cancellation (the client left, or shutdown cut the request) at
+    INFO: the upstream call was cancelled with it and its breaker counted it as ignored."""
+
+    async def run(request: web.Request) -> web.StreamResponse:
+        try:
+            return await handler(request)
+        except asyncio.CancelledError:
+            logger.info(
+                "%s %s: cancelled (the client left); its upstream call was cancelled too",
+                request.method,
+                request.path,
+            )
+            raise
+
+    return run
 
 
 class Gateway:
@@ -123,15 +145,15 @@ class Gateway:
         route = self.route
         router.add_get("/v1/models", self._list_models)
         router.add_get("/v1/models/{id}", functools.partial(models.get_model, route))
-        router.add_post("/v1/embeddings", functools.partial(embeddings.handle, route))
-        router.add_post("/v1/messages", functools.partial(messages.handle, route))
+        router.add_post("/v1/embeddings", _left(functools.partial(embeddings.handle, route)))
+        router.add_post("/v1/messages", _left(functools.partial(messages.handle, route)))
         router.add_post(
-            "/v1/messages/count_tokens", functools.partial(messages.count_tokens, route)
+            "/v1/messages/count_tokens", _left(functools.partial(messages.count_tokens, route))
         )
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         """``POST /v1/chat/completions``."""
-        return await chat.handle(self.route, request)
+        return await _left(functools.partial(chat.handle, self.route))(request)
 
     async def _list_models(self, request: web.Request) -> web.Response:
         return models.list_models(self.routes, request)
