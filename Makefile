@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: test run bench bench-quick check demo clean
+.PHONY: test wheel-test run bench bench-quick check demo clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -15,6 +15,10 @@ $(STAMP): pyproject.toml
 
 test: $(STAMP)
 	$(PY) -m pytest
+
+# Builds the wheel, installs it into a fresh venv outside the checkout and uses it (.ci/run).
+wheel-test: $(STAMP)
+	$(PY) -m pytest tests_wheel
 
 run: $(STAMP)
 	$(PY) -m service
@@ -29,7 +33,7 @@ bench-quick: $(STAMP)
 	$(PY) -m tests.bench --quick
 
 check: $(STAMP)
-	$(PY) -m ruff check actors service telemetry tests
+	$(PY) -m ruff check actors service telemetry tests tests_wheel
 	$(PY) -m mypy
 
 clean:
