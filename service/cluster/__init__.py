@@ -19,6 +19,15 @@ What it does
 - **Generations.**  The script gives ``max(stored, floor) + 1``, where ``floor`` is the newest
   generation the writing replica knows (a Lamport clock), so generations keep increasing even
   when Redis lost its data (restart without persistence, expired record): the newest wins.
+  The arithmetic is exact (``HINCRBY``, and text Redis stored, never a formatted Lua double).
+- **Received input is checked.**  Every record received, on the channel or from a key, is
+  checked field by field with its range before it is believed (``records``), and dropped
+  otherwise (counted; one warning per interval).  A record may move what a replica knows at
+  most ``MAX_GENERATION_STEP`` ahead, a stored generation that is not a valid one is replaced,
+  and a key of ours holding another type is deleted by the next script that writes it: no
+  received value can stop later changes from propagating.
+- **Changes before the link is up** (even before its task first runs) are queued from the
+  moment the link is attached (``attached``) and published once it is up.
 - **Late joiners** read the records of their named breakers when the link connects, after every
   reconnect, and for each breaker created later (``breaker_joined``).
 - **One probe for the cluster.**  When a break ends, the breaker asks for the *probe lease*

@@ -63,20 +63,19 @@ class ClusterCounting:
     def clear(self) -> None:
         self._pending.clear()
 
-    async def flush(self, client: aioredis.Redis, system: ActorSystem) -> None:
+    async def flush(self, client: aioredis.Redis, scripts: Scripts, system: ActorSystem) -> None:
         if not self._pending:
             return
         counts, self._pending = self._pending, {}
-        # MULTI/EXEC, so that no bucket is ever created without its TTL.
-        async with client.pipeline(transaction=True) as pipe:
+        async with client.pipeline(transaction=False) as pipe:
             for (name, second), (successes, failures, slow) in counts.items():
                 breaker = system.get(name)
                 window = breaker.config.monitoring_window if breaker is not None else 0.0
-                key = self._keys.counts(name, second)
-                for field, value in (("s", successes), ("f", failures), ("w", slow)):
-                    if value:
-                        pipe.hincrby(key, field, value)
-                pipe.pexpire(key, ms(window + COUNTS_SLACK))
+                await scripts.add(
+                    keys=[self._keys.counts(name, second)],
+                    args=[successes, failures, slow, ms(window + COUNTS_SLACK)],
+                    client=pipe,
+                )
             await pipe.execute()
         self._counters["counts_flushed"] += len(counts)
 

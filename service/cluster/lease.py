@@ -62,7 +62,9 @@ class ProbeLeases:
             system.post(breaker, ProbeLeaseDecided(generation=generation, granted=True))
         else:
             self._counters["leases_refused"] += 1
-            retry_in = max(int(left), 50) / 1000  # PTTL is negative if it just expired
+            # PTTL is negative if the lease just expired; a lease with more time left than
+            # any holder could have set is garbage (the next acquire replaces a foreign type).
+            retry_in = min(max(int(left), 50) / 1000, self._lease_ttl)
             system.post(
                 breaker,
                 ProbeLeaseDecided(generation=generation, granted=False, retry_in=retry_in),

@@ -11,14 +11,15 @@ import asyncio
 import contextlib
 import functools
 import logging
-import math
 import os
 import random
+import re
 import socket
 import threading
+import time
 import uuid
 from collections.abc import Iterable
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
 import anyio
@@ -35,7 +36,15 @@ from actors.system import ActorSystem
 from service.cluster.counting import ClusterCounting
 from service.cluster.keys import Keys
 from service.cluster.lease import ProbeLeases
-from service.cluster.records import StateRecord, decode_record, encode, record_of, remote_state
+from service.cluster.records import (
+    MAX_GENERATION_STEP,
+    InvalidRecord,
+    StateRecord,
+    decode_record,
+    encode,
+    record_of,
+    remote_state,
+)
 from service.cluster.scripts import Scripts, ms
 
 logger = logging.getLogger("service.cluster")
@@ -43,6 +52,9 @@ logger = logging.getLogger("service.cluster")
 LinkStatus = Literal["connected", "connecting", "disconnected"]
 
 HALF_OPEN = CircuitState.HALF_OPEN
+
+#: Invalid records are counted always, but warned about at most once per this many seconds.
+DROP_WARNING_INTERVAL = 10.0
 
 
 def redact_url(url: str) -> str:
@@ -54,12 +66,51 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{host}"))
 
 
-def _positive(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigurationError(f"{name}: expected a number of seconds > 0, got {value!r}")
-    if not (value > 0 and math.isfinite(value)):
-        raise ConfigurationError(f"{name}: expected a number of seconds > 0, got {value!r}")
-    return float(value)
+# Seconds: positive and finite (the bound is far above any sensible setting and refuses inf).
+_Seconds = Annotated[float, msgspec.Meta(gt=0.0, le=1e7)]
+_Word = Annotated[str, msgspec.Meta(min_length=1, max_length=256, pattern=r"^\S+$")]
+
+
+class LinkSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """:class:`RedisCluster`'s parameters (documented there), validated once: each field by
+    its constraint, the rules between fields in ``__post_init__``."""
+
+    url: str
+    namespace: _Word
+    cluster_counting: bool
+    replica_id: _Word | None
+    lease_ttl: _Seconds
+    record_ttl: _Seconds
+    flush_interval: _Seconds
+    counts_interval: _Seconds
+    operation_timeout: _Seconds
+    reconnect_min: _Seconds
+    reconnect_max: _Seconds
+    ping_interval: _Seconds
+
+    def __post_init__(self) -> None:
+        if urlsplit(self.url).scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"url: expected redis://, rediss:// or unix:// URL, got {redact_url(self.url)!r}"
+            )
+        if self.reconnect_max < self.reconnect_min:
+            raise ValueError(
+                f"reconnect_max: expected >= reconnect_min ({self.reconnect_min!r}), "
+                f"got {self.reconnect_max!r}"
+            )
+
+    @classmethod
+    def of(cls, values: dict[str, Any]) -> LinkSettings:
+        """The settings in ``values``; raises :class:`ConfigurationError` starting with the
+        name of the bad parameter (and never showing a password)."""
+        try:
+            return msgspec.convert(values, cls)
+        except msgspec.ValidationError as exc:
+            message = str(exc)
+            found = re.fullmatch(r"(.*) - at `\$\.(\w+)`", message)
+            if found:  # msgspec's "Expected ... - at `$.field`", field first like ours
+                message = f"{found[2]}: {found[1]}"
+            raise ConfigurationError(message) from None
 
 
 class RedisCluster:
@@ -101,41 +152,39 @@ class RedisCluster:
         reconnect_max: float = 5.0,
         ping_interval: float = 1.0,
     ) -> None:
-        if not isinstance(url, str) or urlsplit(url).scheme not in ("redis", "rediss", "unix"):
-            shown = redact_url(url) if isinstance(url, str) else repr(url)
-            raise ConfigurationError(
-                f"url: expected redis://, rediss:// or unix:// URL, got {shown!r}"
-            )
-        if not isinstance(namespace, str) or not namespace or any(c.isspace() for c in namespace):
-            raise ConfigurationError(
-                f"namespace: expected a non-empty string without spaces, got {namespace!r}"
-            )
-        if not isinstance(cluster_counting, bool):
-            raise ConfigurationError(f"cluster_counting: expected a bool, got {cluster_counting!r}")
-        if replica_id is not None and (not isinstance(replica_id, str) or not replica_id):
-            raise ConfigurationError(f"replica_id: expected a non-empty string, got {replica_id!r}")
-        self._url = url
-        self._password = urlsplit(url).password
-        self.url = redact_url(url)
-        self.keys = Keys(namespace)
-        self.namespace = namespace
-        self.cluster_counting = cluster_counting
-        self.replica_id = (
-            replica_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        settings = LinkSettings.of(
+            {
+                "url": url,
+                "namespace": namespace,
+                "cluster_counting": cluster_counting,
+                "replica_id": replica_id,
+                "lease_ttl": lease_ttl,
+                "record_ttl": record_ttl,
+                "flush_interval": flush_interval,
+                "counts_interval": counts_interval,
+                "operation_timeout": operation_timeout,
+                "reconnect_min": reconnect_min,
+                "reconnect_max": reconnect_max,
+                "ping_interval": ping_interval,
+            }
         )
-        self.lease_ttl = _positive("lease_ttl", lease_ttl)
-        self.record_ttl = _positive("record_ttl", record_ttl)
-        self.flush_interval = _positive("flush_interval", flush_interval)
-        self.counts_interval = _positive("counts_interval", counts_interval)
-        self.operation_timeout = _positive("operation_timeout", operation_timeout)
-        self.reconnect_min = _positive("reconnect_min", reconnect_min)
-        self.reconnect_max = _positive("reconnect_max", reconnect_max)
-        self.ping_interval = _positive("ping_interval", ping_interval)
-        if self.reconnect_max < self.reconnect_min:
-            raise ConfigurationError(
-                f"reconnect_max: expected >= reconnect_min ({reconnect_min!r}), "
-                f"got {reconnect_max!r}"
-            )
+        self._url = settings.url
+        self._password = urlsplit(settings.url).password
+        self.url = redact_url(settings.url)
+        self.keys = Keys(settings.namespace)
+        self.namespace = settings.namespace
+        self.cluster_counting = settings.cluster_counting
+        self.replica_id = (
+            settings.replica_id or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        )
+        self.lease_ttl = settings.lease_ttl
+        self.record_ttl = settings.record_ttl
+        self.flush_interval = settings.flush_interval
+        self.counts_interval = settings.counts_interval
+        self.operation_timeout = settings.operation_timeout
+        self.reconnect_min = settings.reconnect_min
+        self.reconnect_max = settings.reconnect_max
+        self.ping_interval = settings.ping_interval
 
         self._status: LinkStatus = "disconnected"
         self._system: ActorSystem | None = None
@@ -152,6 +201,8 @@ class RedisCluster:
         self._to_read: set[str] = set()
         self._writing: set[str] = set()  # breakers whose record this replica is writing
         self._subscription: Subscription | None = None
+        self._dropped_since_warning = 0
+        self._next_drop_warning = 0.0
         self._last_error: str | None = None
         self._connected_since: float | None = None
         self._counters = dict.fromkeys(
@@ -343,7 +394,7 @@ class RedisCluster:
             if message is None or message.get("type") != "message":
                 continue
             self._counters["received"] += 1
-            record = self._decode(message["data"])
+            record = self._decode(message["data"], None)
             if record is not None:
                 self._consider(system, record, self.lease_ttl)
 
@@ -376,7 +427,7 @@ class RedisCluster:
             await anyio.sleep(tick)
             now = clock()
             if self.cluster_counting:
-                await self._counting.flush(client, system)
+                await self._counting.flush(client, scripts, system)
                 if now >= next_counts:
                     next_counts = now + self.counts_interval
                     await self._counting.post(scripts, client, system, int(self._epoch(system)))
@@ -489,38 +540,67 @@ class RedisCluster:
             for name in names:
                 pipe.hget(self.keys.state(name), "record")
                 pipe.pttl(self.keys.lease(name))
-            replies = await pipe.execute()
+            # Not raising: a key of ours holding another type is garbage, not a lost link.
+            replies = await pipe.execute(raise_on_error=False)
         for index, name in enumerate(names):
-            raw, lease_ms = replies[2 * index], int(replies[2 * index + 1])
-            record = None if raw is None else self._decode(raw)
+            raw, lease_ms = replies[2 * index], replies[2 * index + 1]
+            record = None if raw is None else self._decode(raw, name)
+            lease_ms = lease_ms if isinstance(lease_ms, int) else 0  # PTTL: -2 when absent
+            lease_left = min(max(lease_ms, 0) / 1000, self.lease_ttl)
             known = self._known.get(name, 0)
             if record is not None and record.generation > known:
-                self._consider(system, record, max(lease_ms, 0) / 1000)
+                self._consider(system, record, lease_left)
             elif (
                 known and (record is None or record.generation < known) and name not in self._outbox
             ):
                 await self._write(scripts, system, name, "seed", None)
 
-    def _decode(self, raw: str | bytes) -> StateRecord | None:
+    def _decode(self, raw: object, key_of: str | None) -> StateRecord | None:
+        """The record in ``raw`` (from the channel, or from the state key of ``key_of``), or
+        None: anything else is dropped, counted, and warned about once per interval."""
         try:
-            return decode_record(raw)
-        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            self._counters["malformed"] += 1
-            logger.warning("cluster link %s: ignoring a malformed record: %s", self.url, exc)
+            record = decode_record(raw)
+            if key_of is not None and record.breaker != key_of:
+                raise InvalidRecord(f"a record of {record.breaker!r} under the key of {key_of!r}")
+        except InvalidRecord as exc:
+            self._drop(str(exc))
             return None
+        return record
+
+    def _drop(self, reason: str) -> None:
+        self._counters["malformed"] += 1
+        self._dropped_since_warning += 1
+        now = time.monotonic()
+        if now >= self._next_drop_warning:
+            logger.warning(
+                "cluster link %s: dropped %d invalid record(s) since the last warning; the "
+                "latest: %s",
+                self.url,
+                self._dropped_since_warning,
+                reason[:200],  # it may quote a received name
+            )
+            self._dropped_since_warning = 0
+            self._next_drop_warning = now + DROP_WARNING_INTERVAL
 
     def _consider(self, system: ActorSystem, record: StateRecord, lease_left: float) -> None:
         """Apply ``record`` if it is the newest news about one of this system's breakers."""
         name = record.breaker
-        if system.get(name) is None:
+        breaker = system.get(name)
+        if breaker is None:
             return  # not ours (yet): `breaker_joined` reads it when the breaker is created
-        if record.generation <= self._known.get(name, 0):
+        known = self._known.get(name, 0)
+        if record.generation <= known:
             self._counters["stale"] += 1
+            return
+        if record.generation > known + MAX_GENERATION_STEP:
+            # Believing it would pin the breaker's generation far ahead of any real one.
+            self._drop(f"generation {record.generation} of {name!r}: too far ahead of {known}")
             return
         self._known[name] = record.generation
         if record.origin == self.replica_id and name in self._writing:
             return  # our own news, back before the script's reply
-        system.post(name, remote_state(record, self._epoch(system), lease_left))
+        now = self._epoch(system)
+        system.post(name, remote_state(record, now, lease_left, breaker.config))
         self._counters["applied"] += 1
 
     async def _refresh_records(self, client: aioredis.Redis, system: ActorSystem) -> None:
