@@ -49,6 +49,7 @@
   let policiesTimer = 0;
   let statusTimer = 0;
   let lastStatus = 0;
+  let filterText = "";
 
   // -- formatting ------------------------------------------------------------------------------
 
@@ -121,8 +122,8 @@
   function setSnapshot(e, snap, now) {
     e.snap = snap;
     e.at = now;
-    const cooldown = snap.rate_limit_cooldown ?? snap.cooldown;
-    if (cooldown !== undefined) e.cooldown = cooldown;
+    // LLM providers' breakers carry their rate-limit cooldown (service.llm.cooldown).
+    if (snap.cooldown_remaining !== undefined) e.cooldown = snap.cooldown_remaining;
     markDirty(e);
   }
 
@@ -177,12 +178,13 @@
     requestFrame();
   }
 
+  /** Cooldowns listed beside the snapshots ({breaker: {cooldown_remaining, ...}}), if so. */
   function applyCooldowns(cooldowns) {
     if (!cooldowns) return;
     for (const [name, value] of Object.entries(cooldowns)) {
       const e = breakers.get(name);
-      if (!e) continue;
-      e.cooldown = typeof value === "object" && value !== null ? value.remaining ?? value.seconds : value;
+      if (!e || value?.cooldown_remaining === undefined) continue;
+      e.cooldown = value.cooldown_remaining;
       markDirty(e);
     }
   }
@@ -218,6 +220,8 @@
   function paint(e) {
     const { snap, parts, el } = e;
     if (!snap) return;
+    el.hidden = !matchesFilter(e.name);
+    if (el.hidden) return; // painted when the filter shows it again
     const policy = policyOf(e.name);
     const state = snap.state;
     el.className = `card is-${state}`;
@@ -240,7 +244,6 @@
     parts.actions.hidden = !token();
     paintTimes(e, Date.now());
     paintSparkline(e);
-    el.hidden = !matchesFilter(e.name);
   }
 
   /** The parts that move with the clock (called every second too). */
@@ -329,12 +332,16 @@
   }
 
   function matchesFilter(name) {
-    const text = $("filter").value.trim().toLowerCase();
-    return !text || name.toLowerCase().includes(text);
+    return !filterText || name.toLowerCase().includes(filterText);
   }
 
   function applyFilter() {
-    for (const e of breakers.values()) e.el.hidden = !matchesFilter(e.name);
+    filterText = $("filter").value.trim().toLowerCase();
+    for (const e of breakers.values()) {
+      const hidden = !matchesFilter(e.name);
+      if (e.el.hidden && !hidden) markDirty(e); // it was not painted while hidden
+      e.el.hidden = hidden;
+    }
     updateCounts();
   }
 

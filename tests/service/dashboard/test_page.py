@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -34,7 +35,8 @@ OPEN_RED = "#b91c1c"
 
 #: Set to write the README's screenshot (docs/dashboard.png) from the outage test.
 UPDATE_SCREENSHOT = os.environ.get("BREAKERD_UPDATE_SCREENSHOT") == "1"
-DOCS_SCREENSHOT = Path(__file__).resolve().parents[3] / "docs" / "dashboard.png"
+ROOT = Path(__file__).resolve().parents[3]
+DOCS_SCREENSHOT = ROOT / "docs" / "dashboard.png"
 
 _tags = iter(range(10**6))
 
@@ -104,7 +106,7 @@ async def test_the_page_loads_from_the_root_with_a_strict_policy_and_no_console_
         html = await page.content()
         assert not re.search(r"\son[a-z]+\s*=", html)
         assert await page.locator("script:not([src])").count() == 0
-    assert tab.problems == []
+        assert tab.problems == []
 
 
 async def test_an_outage_turns_the_card_open_and_recovery_closes_it(
@@ -223,7 +225,7 @@ async def test_a_hostile_breaker_name_renders_as_text(tab: Tab) -> None:
         await expect(hostile_card.locator(".state")).to_have_text("CLOSED")
         assert await page.locator("#cards img").count() == 0
         assert await page.evaluate("window.pwned") is None
-    assert tab.problems == []
+        assert tab.problems == []
 
 
 async def test_the_live_view_resumes_after_the_service_restarts(tab: Tab) -> None:
@@ -251,27 +253,6 @@ async def test_the_live_view_resumes_after_the_service_restarts(tab: Tab) -> Non
         )
 
 
-async def test_five_hundred_breakers_filter_and_sort_open_first(tab: Tab) -> None:
-    page = tab.page
-    prefix = f"many{next(_tags)}x"
-    names = [f"{prefix}-{i:03d}" for i in range(500)]
-    for name in names:
-        get_circuit_breaker(name)
-    async with service() as (running, _):
-        await page.goto(running.url + "/dashboard")
-        await page.locator("#filter").fill(prefix)
-        await expect(page.locator(".card:visible")).to_have_count(500, timeout=5000)
-        await get_circuit_breaker(names[321]).force_open_async()
-        first = page.locator(".card:visible").first
-        await expect(first.locator(".name")).to_have_text(names[321])
-        await page.locator("#filter").fill(f"{prefix}-32")
-        await expect(page.locator(".card:visible")).to_have_count(10)
-        await expect(page.locator("#shown")).to_contain_text("(10 shown)")
-        await page.locator("#sort").select_option("name")
-        await expect(page.locator(".card:visible").first.locator(".name")).to_have_text(names[320])
-    assert tab.problems == []
-
-
 async def test_keyboard_and_a_narrow_screen(tab: Tab) -> None:
     page = tab.page
     async with service() as (running, tag):
@@ -295,9 +276,13 @@ async def test_keyboard_and_a_narrow_screen(tab: Tab) -> None:
             else:
                 assert timeline["x"] >= box["x"] + box["width"]
 
-        # Keyboard only: tab to the token box, type, Enter; tab to the card's button, Enter;
-        # the dialog opens with focus inside, Escape cancels.
+        # Keyboard only: filter, tab to the token box, type, Enter; tab to the card's button,
+        # Enter; the dialog opens with focus inside, Escape cancels.
         focused = "document.activeElement && document.activeElement.id"
+        await page.keyboard.press("Tab")
+        assert await page.evaluate(focused) == "filter"
+        await page.keyboard.type(name)
+        await expect(page.locator(".card:visible")).to_have_count(1)
         for _ in range(10):
             await page.keyboard.press("Tab")
             if await page.evaluate(focused) == "token":
@@ -307,7 +292,7 @@ async def test_keyboard_and_a_narrow_screen(tab: Tab) -> None:
         await page.keyboard.press("Enter")
         button = card(page, name).get_by_role("button", name=f"Force open {name}")
         await expect(button).to_be_visible()
-        for _ in range(60):
+        for _ in range(10):
             await page.keyboard.press("Tab")
             if await button.evaluate("b => b === document.activeElement"):
                 break
@@ -317,4 +302,72 @@ async def test_keyboard_and_a_narrow_screen(tab: Tab) -> None:
         await page.keyboard.press("Escape")
         await expect(page.locator("#confirm")).to_be_hidden()
         assert (await snapshot(running.url, name))["forced"] is False
-    assert tab.problems == []
+        assert tab.problems == []
+
+
+async def test_five_hundred_breakers_filter_and_sort_open_first(tab: Tab, tmp_path: Path) -> None:
+    # A service process of its own: 500 breakers would otherwise stay in this process's
+    # registry for every test after this one.
+    page = tab.page
+    lines = ["[service]", "events_interval = 0.5", "[simulator]", 'mode = "on"']
+    for i in range(500):
+        lines += [f"[providers.p{i:03d}]", 'kind = "openai"', 'model = "m"']
+        lines += [f"[routes.r{i:03d}]", f'provider = "p{i:03d}"']
+    config = tmp_path / "many.toml"
+    config.write_text("\n".join(lines) + "\n")
+    async with serving_process(config) as url:
+        await page.goto(url + "/dashboard")
+        await expect(page.locator(".card")).to_have_count(500, timeout=10_000)
+        async with aiohttp.ClientSession() as http:
+            headers = {"Authorization": f"Bearer {TOKEN}"}
+            async with http.post(f"{url}/breakers/p321_client/open", headers=headers) as response:
+                assert response.status == 200
+        # Open first, within 2 s of the change.
+        first = page.locator(".card").first
+        await expect(first.locator(".name")).to_have_text("p321_client", timeout=2000)
+        await page.locator("#filter").fill("p32")
+        await expect(page.locator(".card:visible")).to_have_count(10)
+        await expect(page.locator("#shown")).to_contain_text("(10 shown)")
+        await page.locator("#sort").select_option("name")
+        await expect(page.locator(".card:visible").first.locator(".name")).to_have_text(
+            "p320_client"
+        )
+        await expect(page.locator("#counts")).to_have_text("500 (1 open, 0 half-open, 499 closed)")
+        await expect(page.locator("#ready")).to_have_text("not ready")
+        assert unexpected(tab.problems) == []
+
+
+def unexpected(problems: list[str]) -> list[str]:
+    """``problems`` but the 503s of /health and /readyz: answers the page shows (a route that
+    cannot be served), which chromium logs as failed loads all the same."""
+    answered = re.compile(r"status of 503 .*'url': 'http://[^']+/(health|readyz)'")
+    return [problem for problem in problems if not answered.search(problem)]
+
+
+@asynccontextmanager
+async def serving_process(config: Path) -> AsyncIterator[str]:
+    """``python -m service --config CONFIG --port 0`` until the block ends; yields its URL."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if not key.startswith("BREAKERD_") and not key.endswith("_API_KEY")
+    }
+    env["BREAKERD_ADMIN_TOKEN"] = TOKEN
+    command = [sys.executable, "-m", "service", "--config", str(config), "--port", "0"]
+    process = await anyio.open_process(command, cwd=ROOT, env=env, stdout=None)
+    async with process:
+        assert process.stderr is not None
+        seen = b""
+        with anyio.fail_after(20):
+            async for chunk in process.stderr:
+                seen += chunk
+                found = re.search(rb"listening on (http://\S+)", seen)
+                if found:
+                    break
+        assert found, seen.decode()
+        try:
+            yield found[1].decode()
+        finally:
+            process.terminate()
+            with anyio.fail_after(15):
+                await process.wait()
