@@ -352,9 +352,19 @@ def step(
                     _set_break(data, now + retry_in, actions)
         case ApplyRemoteState(state=state, forced=forced, remaining=remaining):
             _apply_remote(data, CircuitState(state), forced, remaining, now, epoch, config, actions)
-        case ClusterCounts(successes=successes, failures=failures, slow=slow):
-            data.cluster_counts = (successes, failures, slow)
-            _check_rates(data, now, epoch, config, actions)
+        case ClusterCounts(successes=successes, failures=failures, slow=slow, since=since):
+            closed_at = data.state_changed_at
+            if (
+                data.state is CLOSED
+                and closed_at is not None
+                and since < math.floor(epoch - (now - closed_at))
+            ):
+                # The cluster's window still holds calls from before the close (the second of
+                # the close itself is let in): the fresh local window judges meanwhile.
+                data.cluster_counts = None
+            else:
+                data.cluster_counts = (successes, failures, slow)
+                _check_rates(data, now, epoch, config, actions)
         case UseLocalCounts():
             data.cluster_counts = None
         case _:
@@ -578,6 +588,7 @@ def _transition(
         data.break_duration = None
         data.window = None
         data.count_window = None
+        data.cluster_counts = None
     actions.append(
         Publish(
             StateChanged(

@@ -101,11 +101,16 @@ class ProbeLeaseDecided(Command, frozen=True):
 
 
 class ClusterCounts(Command, frozen=True):
-    """Cluster mode: the whole cluster's calls in the rate window, for the rate policies."""
+    """Cluster mode: the whole cluster's calls in the rate window, for the rate policies.
+
+    ``since`` is the epoch second the window starts at.  A breaker that closed after that
+    second does not use them: a close starts the windows afresh, and until the cluster's window
+    lies after the close the breaker judges by its own fresh one."""
 
     successes: int
     failures: int
     slow: int = 0
+    since: float = 0.0
 
 
 class UseLocalCounts(Command, frozen=True):

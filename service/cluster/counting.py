@@ -91,15 +91,16 @@ class ClusterCounting:
         ]
         if not targets:
             return
+        starts = [second - max(1, math.ceil(config.monitoring_window)) + 1 for _, config in targets]
         async with client.pipeline(transaction=False) as pipe:
-            for name, config in targets:
-                span = max(1, math.ceil(config.monitoring_window))
-                keys = [self._keys.counts(name, s) for s in range(second - span + 1, second + 1)]
+            for (name, _), first in zip(targets, starts, strict=True):
+                keys = [self._keys.counts(name, s) for s in range(first, second + 1)]
                 await scripts.sum(keys=keys, client=pipe)
             sums = await pipe.execute()
-        for (name, _), (successes, failures, slow) in zip(targets, sums, strict=True):
-            counts = ClusterCounts(successes=int(successes), failures=int(failures), slow=int(slow))
-            system.post(name, counts)
+        for (name, _), first, (s, f, w) in zip(targets, starts, sums, strict=True):
+            system.post(
+                name, ClusterCounts(successes=int(s), failures=int(f), slow=int(w), since=first)
+            )
         self._counters["counts_posted"] += len(targets)
 
     @staticmethod

@@ -271,3 +271,33 @@ def test_cluster_counts_never_open_a_forced_or_open_breaker() -> None:
     run(data, ApplyRemoteState(state="closed", forced=True), config=RATES)
     _, actions = run(data, ClusterCounts(successes=0, failures=50), config=RATES)
     assert events(actions) == []
+
+
+def closed_again(config: CircuitBreakerConfig = RATES) -> tuple[BreakerData, float]:
+    """A breaker that the cluster's failure rate opened and a remote close closed at T0 + 30;
+    returns it and the epoch second of the close."""
+    data = clustered(CLOSED, config)
+    run(data, ClusterCounts(successes=0, failures=20, since=EPOCH + T0 - 9), T0, config)
+    assert data.state is OPEN
+    run(data, ApplyRemoteState(state="closed"), T0 + 30.5, config)
+    assert data.state is CLOSED and data.cluster_counts is None
+    return data, math.floor(EPOCH + T0 + 30.5)
+
+
+def test_counts_of_a_window_that_began_before_the_close_are_not_used() -> None:
+    data, closed = closed_again()
+    stale = ClusterCounts(successes=0, failures=20, since=closed - 9)  # still the outage's
+    _, actions = run(data, stale, T0 + 31, RATES)
+    assert events(actions) == [] and data.cluster_counts is None
+    # Meanwhile the fresh local window judges: 10 local failures of 10.
+    for _ in range(10):
+        _, actions = run(
+            data, RecordFailure(generation=data.generation, probe=False, duration=0), T0 + 31, RATES
+        )
+    assert [r for _, _, r in events(actions)] == ["failure_rate"]
+
+
+def test_counts_of_a_window_from_the_second_of_the_close_on_are_used() -> None:
+    data, closed = closed_again()
+    _, actions = run(data, ClusterCounts(successes=0, failures=20, since=closed), T0 + 41, RATES)
+    assert [r for _, _, r in events(actions)] == ["failure_rate"]
