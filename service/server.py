@@ -386,10 +386,12 @@ async def _read_body(request: web.Request, edge: Edge) -> web.Request:
         f"request body too large: the limit is {limit} bytes ({setting})",
         code="body_too_large",
     )
-    if request.content_length is not None and request.content_length > limit:
+    if request.content_length is None:
+        # Chunked: counted as it comes, against this route's limit rather than the app's.
+        request = request.clone(client_max_size=limit)
+    elif request.content_length > limit:
         edge.counts["bodies_too_large"] += 1
         raise too_large
-    request = request.clone(client_max_size=limit)  # chunked bodies are counted as they come
     timeout = edge.section.body_timeout
     try:
         async with asyncio.timeout(timeout):

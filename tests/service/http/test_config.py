@@ -364,7 +364,7 @@ def test_a_short_admin_token_stops_the_service_with_status_2() -> None:
 
 
 def test_help_describes_the_command_line() -> None:
-    result = run_service("--help")
+    result = run_service("serve", "--help")
     assert result.returncode == 0
     for option in ("--config", "--host", "--port", "BREAKERD_ADMIN_TOKEN"):
         assert option in result.stdout

@@ -4,9 +4,14 @@ requests, deep or large bodies; and the cut of in-flight requests at shutdown.""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
 import json
 import logging
+import os
+import re
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -17,6 +22,7 @@ import anyio
 import pytest
 
 from service.config import parse_config
+from service.server import Throttled
 
 from .conftest import TOKEN, config_text, serving, wait_for
 
@@ -153,6 +159,77 @@ async def test_failed_accepts_are_logged_once_per_interval_with_a_count(
         assert service.edge.statistics()["accept_errors"] == 500
     lines = [r.getMessage() for r in caplog.records if "cannot accept" in r.getMessage()]
     assert lines == ["cannot accept connections: Too many open files"]
+
+
+async def test_out_of_descriptors_accept_errors_are_logged_once_and_the_service_recovers(
+    tmp_path: Path, http: aiohttp.ClientSession
+) -> None:
+    # A real process with few descriptors, so that accept() itself fails (EMFILE).
+    config = tmp_path / "fds.toml"
+    config.write_text(config_text("fd") + "\n")
+    environ = {k: v for k, v in os.environ.items() if not k.startswith(("BREAKERD_", "OPENAI_"))}
+    command = 'ulimit -n 80 && exec "$0" -m service --config "$1"'
+    log: list[str] = []
+    listening = anyio.Event()
+    with anyio.fail_after(60):
+        process = await anyio.open_process(
+            ["sh", "-c", command, sys.executable, str(config)], cwd=ROOT, env=environ
+        )
+        async with process, anyio.create_task_group() as tasks:
+
+            async def read_log() -> None:
+                assert process.stderr is not None
+                buffered = ""
+                async for chunk in process.stderr:
+                    buffered += chunk.decode()
+                    *lines, buffered = buffered.split("\n")
+                    log.extend(lines)
+                    if any("listening on" in line for line in lines):
+                        listening.set()
+
+            tasks.start_soon(read_log)
+            await listening.wait()
+            found = re.search(r"listening on (http://\S+)", "\n".join(log))
+            assert found is not None
+            url = found.group(1)
+            host, port = url.removeprefix("http://").rsplit(":", 1)
+            flood = [await asyncio.open_connection(host, int(port)) for _ in range(120)]
+            await wait_for(lambda: any("cannot accept" in line for line in log))
+            await anyio.sleep(2.5)  # asyncio retries accept() every second meanwhile
+            for _, writer in flood:
+                writer.close()
+
+            async def healthy() -> bool:
+                with contextlib.suppress(aiohttp.ClientError):
+                    async with http.get(f"{url}/health") as response:
+                        return response.status == 200
+                return False
+
+            await wait_for(healthy)
+            process.send_signal(signal.SIGTERM)
+            assert await process.wait() == 0
+    text = "\n".join(log)
+    assert "exceeds the open-file limit (80)" in text
+    assert [line for line in log if "cannot accept" in line] == [
+        next(line for line in log if "cannot accept connections: Too many open files" in line)
+    ]
+    assert "Traceback" not in text
+
+
+def test_a_throttled_line_reports_how_many_were_held_back(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    now = [0.0]
+    line = Throttled(logging.WARNING, "refused %s", interval=10.0, clock=lambda: now[0])
+    with caplog.at_level(logging.INFO, logger="service.server"):
+        for step in range(30):  # one a second for 30 s: lines at 0, 10 and 20 s
+            now[0] = float(step)
+            line(step)
+    assert [r.getMessage() for r in caplog.records] == [
+        "refused 0",
+        "refused 10 (9 more like it in the last 10s)",
+        "refused 20 (9 more like it in the last 10s)",
+    ]
 
 
 # -- malformed requests --------------------------------------------------------------------
