@@ -49,6 +49,7 @@ from actors.machine import (
     failure_rate,
     record_fast_rejections,
     record_fast_successes,
+    snapshot,
     step,
 )
 from actors.messages import (
@@ -372,6 +373,45 @@ class BreakerActor(Actor):
                 failure_rate=failure_rate(data, now),
             )
         )
+
+    def read_now(
+        self, reader: Callable[[str, BreakerData | None, float, float], T], now: float, epoch: float
+    ) -> T:
+        """``reader(name, data, now, epoch)`` after what is already pending (runtime's thread
+        only, like :meth:`apply_now`).  ``data`` is None while the actor is dormant: reading
+        must not activate it.  The reader must only read."""
+        data = self._data
+        if data is not None and (self._mailbox or self._tallies):
+            self._drain()
+        return reader(self.name, data, now, epoch)
+
+    def apply_now(self, message: Command, now: float, epoch: float) -> Any:
+        """Handle ``message`` right now, after what is already pending, and return the reply.
+
+        For batched operations over many breakers (``ActorSystem.batch``): runs on the
+        runtime's thread (the only place that may drain an actor), with one clock reading for
+        the whole batch, and without an envelope or an ask.  A dormant actor answers a snapshot
+        from a pristine record and skips a reset (it has nothing to reset) without activating.
+        A handler that raises restarts the actor, as for a delivered message, and the error
+        propagates to the batch.
+        """
+        data = self._data
+        if data is None:
+            if message.__class__ is GetSnapshot:
+                return snapshot(BreakerData(self.name), now, epoch, self.config)
+            if message.__class__ is Reset:
+                return None
+            self._activate()
+        if self._mailbox or self._tallies:
+            self._drain()
+        self._batch_now, self._batch_epoch = now, epoch
+        try:
+            return self._receive(message)
+        except Exception:
+            self._restarted()
+            raise
+        finally:
+            self._batch_now = self._batch_epoch = 0.0
 
     def join_cluster(self, cluster: ClusterLink | None) -> None:
         """Start (or stop) deferring the end of each break to ``cluster``'s probe lease."""

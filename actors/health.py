@@ -41,6 +41,7 @@ from actors.bus import EventBus, Subscription
 from actors.config import CircuitState
 from actors.errors import ConfigurationError
 from actors.events import CallsRecorded, StateChanged
+from actors.machine import BreakerData, failure_rate
 from actors.runtime import Actor, Runtime
 from actors.snapshot import CircuitBreakerMetrics
 
@@ -66,6 +67,10 @@ _RANK = {
 # -- messages ---------------------------------------------------------------------------------
 
 
+#: (name, state, forced, failure rate, epoch of the last state change or None).
+Observation = tuple[str, CircuitState, bool, float, float | None]
+
+
 class HealthCommand(msgspec.Struct, frozen=True, kw_only=True, tag=True):
     """Base of the aggregator's commands."""
 
@@ -83,6 +88,15 @@ class Unobservable(HealthCommand, frozen=True):
     error: str
 
 
+class ObservedStates(HealthCommand, frozen=True):
+    """What the health rules need of many breakers, read in one pass (see :func:`observe`),
+    and (name, error) for those that could not be read: one message instead of one per
+    breaker, and no full snapshots."""
+
+    states: tuple[Observation, ...]
+    errors: tuple[tuple[str, str], ...] = ()
+
+
 class GetHealth(HealthCommand, frozen=True):
     """Answered with a :class:`HealthReport`."""
 
@@ -90,8 +104,9 @@ class GetHealth(HealthCommand, frozen=True):
 # -- answers ----------------------------------------------------------------------------------
 
 
-class BreakerHealth(msgspec.Struct, frozen=True, kw_only=True):
-    """One breaker's health.  ``state`` is None when it is not known (only an error was)."""
+class BreakerHealth(msgspec.Struct, frozen=True, kw_only=True, gc=False):
+    """One breaker's health.  ``state`` is None when it is not known (only an error was).
+    Scalars only: not tracked by the garbage collector (reports cover 100,000 breakers)."""
 
     name: str
     status: HealthStatus
@@ -119,17 +134,17 @@ class HealthReport(msgspec.Struct, frozen=True, kw_only=True):
 # -- the actor --------------------------------------------------------------------------------
 
 
-class _Entry:
-    """What the aggregator knows about one breaker (mutated on the loop thread only)."""
+class _Entry(msgspec.Struct, gc=False):
+    """What the aggregator knows about one breaker (mutated on the loop thread only).
 
-    __slots__ = ("entered_at", "error", "failure_rate", "forced", "state")
+    Scalars only, so the garbage collector need not track it (100,000 breakers, 100,000
+    entries).  ``entered_at``: epoch seconds of the change that gave ``state``."""
 
-    def __init__(self) -> None:
-        self.state: CircuitState | None = None
-        self.entered_at = -math.inf  # epoch seconds of the change that gave `state`
-        self.forced = False
-        self.failure_rate = 0.0
-        self.error: str | None = None
+    state: CircuitState | None = None
+    entered_at: float = -math.inf
+    forced: bool = False
+    failure_rate: float = 0.0
+    error: str | None = None
 
 
 class HealthAggregator(Actor):
@@ -191,28 +206,45 @@ class HealthAggregator(Actor):
                 if entry.state is None:
                     entry.state = state  # a first sight; any dated change overrides it
             case Observed(snapshot=snapshot):
-                self._observe(snapshot)
+                self._observe(
+                    snapshot.name,
+                    snapshot.state,
+                    snapshot.forced,
+                    snapshot.failure_rate,
+                    snapshot.state_changed_at,
+                )
             case Unobservable(name=name, error=error):
                 self._entry(name).error = error
+            case ObservedStates(states=states, errors=errors):
+                for observation in states:
+                    self._observe(*observation)
+                for name, error in errors:
+                    self._entry(name).error = error
             case GetHealth():
                 return self._report()
             case _:
                 raise TypeError(f"health aggregator cannot handle {type(message).__name__}")
         return None
 
-    def _observe(self, snapshot: CircuitBreakerMetrics) -> None:
-        entry = self._entry(snapshot.name)
+    def _observe(
+        self,
+        name: str,
+        state: CircuitState,
+        forced: bool,
+        failure_rate: float,
+        changed_at: float | None,
+    ) -> None:
+        entry = self._entry(name)
         entry.error = None
-        entry.failure_rate = snapshot.failure_rate
-        changed_at = snapshot.state_changed_at
+        entry.failure_rate = failure_rate
         if entry.state is None or (changed_at is not None and changed_at >= entry.entered_at):
-            entry.state = snapshot.state
+            entry.state = state
             entry.entered_at = changed_at if changed_at is not None else -math.inf
-            entry.forced = snapshot.forced
-        elif entry.state is snapshot.state:
-            # Same state: the snapshot is the fresher word on the forced flag, which can change
-            # without a state change (force_open while OPEN, reset while CLOSED).
-            entry.forced = snapshot.forced
+            entry.forced = forced
+        elif entry.state is state:
+            # Same state: the observation is the fresher word on the forced flag, which can
+            # change without a state change (force_open while OPEN, reset while CLOSED).
+            entry.forced = forced
 
     def _report(self) -> HealthReport:
         breakers = {
@@ -236,6 +268,21 @@ class HealthAggregator(Actor):
             forced=entry.forced,
             error=entry.error,
         )
+
+
+def observe(name: str, data: BreakerData | None, now: float, epoch: float) -> Observation:
+    """What the health rules need of one breaker, read from its data on the runtime's thread
+    (an ``ActorSystem.read_all`` reader); a dormant breaker (no data) is CLOSED and idle."""
+    if data is None:
+        return (name, CircuitState.CLOSED, False, 0.0, None)
+    changed = data.state_changed_at
+    return (
+        name,
+        data.state,
+        data.forced,
+        failure_rate(data, now),
+        None if changed is None else epoch - (now - changed),
+    )
 
 
 def classify(

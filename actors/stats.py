@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from array import array
 from bisect import bisect_left
+from itertools import accumulate
 from math import fsum
 from typing import Final
 
@@ -127,18 +128,37 @@ class DurationHistogram(msgspec.Struct, gc=False):
         add(bisect_left(DURATION_BOUNDS, samples[-1]), count - (len(samples) - 1) * stride)
 
     def percentile(self, q: float) -> float | None:
-        """The ``q`` quantile (0..1), interpolated inside its bucket; None with no data."""
+        """The ``q`` quantile (0..1), interpolated inside its bucket; None with no data.
+
+        Reads a sparse histogram as it is (no counts are made for it); a dense one through a
+        running sum made in C and a binary search, not a Python walk of 109 buckets."""
         if self.count == 0:
             return None
         rank = q * self.count
-        seen = 0
-        for index, bucket in enumerate(self.counts):
-            if bucket and seen + bucket >= rank:
-                lower = DURATION_BOUNDS[index - 1] if index > 0 else 0.0
-                upper = DURATION_BOUNDS[index] if index < len(DURATION_BOUNDS) else lower
-                return lower + (upper - lower) * max(0.0, rank - seen) / bucket
-            seen += bucket
-        return DURATION_BOUNDS[-1]
+        dense = self.dense
+        if dense is None:
+            seen = 0
+            for index in sorted(set(self.few)):
+                bucket = self.few.count(index)
+                if seen + bucket >= rank:
+                    return _interpolate(index, bucket, seen, rank)
+                seen += bucket
+            return DURATION_BOUNDS[-1]
+        running = list(accumulate(dense))
+        index = bisect_left(running, rank)
+        if index == len(running):
+            return DURATION_BOUNDS[-1]
+        while not dense[index]:  # rank 0: the first bucket that holds anything
+            index += 1
+        return _interpolate(index, dense[index], running[index] - dense[index], rank)
+
+
+def _interpolate(index: int, bucket: int, seen: int, rank: float) -> float:
+    """The point ``rank`` reaches inside bucket ``index`` (``bucket`` durations, after
+    ``seen`` in the buckets below it), assuming durations spread evenly across it."""
+    lower = DURATION_BOUNDS[index - 1] if index > 0 else 0.0
+    upper = DURATION_BOUNDS[index] if index < len(DURATION_BOUNDS) else lower
+    return lower + (upper - lower) * max(0.0, rank - seen) / bucket
 
 
 class RateWindow(msgspec.Struct, gc=False):

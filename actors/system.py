@@ -18,7 +18,7 @@ import threading
 import weakref
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import anyio.abc
@@ -29,8 +29,14 @@ from actors.clock import Clock, MonotonicClock
 from actors.cluster import ClusterLink
 from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig, interned
 from actors.errors import ActorSystemClosedError
+from actors.machine import BreakerData
 from actors.messages import Command, ProbeLeaseDecided, UseLocalCounts
 from actors.runtime import Actor, Runtime
+
+T = TypeVar("T")
+
+#: What :meth:`ActorSystem.read_all` runs per breaker: ``(name, data or None, now, epoch)``.
+Reader = Callable[[str, BreakerData | None, float, float], T]
 
 
 class ActorSystem:
@@ -58,6 +64,7 @@ class ActorSystem:
         self._task_group: anyio.abc.TaskGroup | None = None
         self._cluster_scope: anyio.CancelScope | None = None
         self._create_lock = threading.Lock()  # guards the name table, not breaker state
+        self._batch_actor: _Batcher | None = None
 
     def __repr__(self) -> str:
         return f"<ActorSystem {self.name!r} breakers={len(self._breakers)} {self.runtime!r}>"
@@ -219,6 +226,49 @@ class ActorSystem:
         breaker._actor.tell(message)
         return True
 
+    def apply_all(self, message: Command) -> dict[str, Any]:
+        """Apply ``message`` (``GetSnapshot()``, ``Reset()``, ...) to every named breaker in
+        one pass on the runtime's thread: name -> the reply, or the ``Exception`` it raised.
+
+        One ask in all rather than one per breaker, one clock reading, and dormant breakers
+        stay dormant (see ``BreakerActor.apply_now``): 100,000 breakers take a fraction of a
+        second.  Safe from any thread; raises ``ActorSystemClosedError`` once closed.
+        """
+        result: dict[str, Any] = self._batcher().ask(self._apply(message))
+        return result
+
+    async def apply_all_async(self, message: Command) -> dict[str, Any]:
+        """The async twin of :meth:`apply_all`."""
+        result: dict[str, Any] = await self._batcher().ask_async(self._apply(message))
+        return result
+
+    def read_all(self, reader: Reader[T]) -> dict[str, T | Exception]:
+        """``reader(name, data, now, epoch)`` for every named breaker, in one pass on the
+        runtime's thread, after each one's pending outcomes (see ``BreakerActor.read_now``):
+        for reads that need less than a full snapshot.  Same contract as :meth:`apply_all`."""
+        result: dict[str, T | Exception] = self._batcher().ask(self._read(reader))
+        return result
+
+    async def read_all_async(self, reader: Reader[T]) -> dict[str, T | Exception]:
+        """The async twin of :meth:`read_all`."""
+        result: dict[str, T | Exception] = await self._batcher().ask_async(self._read(reader))
+        return result
+
+    def _apply(self, message: Command) -> _Visit:
+        return _Visit(lambda actor, now, epoch: actor.apply_now(message, now, epoch), self)
+
+    def _read(self, reader: Reader[T]) -> _Visit:
+        return _Visit(lambda actor, now, epoch: actor.read_now(reader, now, epoch), self)
+
+    def _batcher(self) -> _Batcher:
+        batcher = self._batch_actor
+        if batcher is None:
+            with self._create_lock:
+                if self._batch_actor is None:
+                    self._batch_actor = _Batcher(self.runtime)
+                batcher = self._batch_actor
+        return batcher
+
     def breakers(self) -> dict[str, Breaker]:
         """Every named breaker of this system."""
         return dict(self._breakers)
@@ -229,6 +279,35 @@ class ActorSystem:
     def attach_actor(self, actor_cls: type[Actor], *args: Any, **kwargs: Any) -> Actor:
         """Create an actor of ``actor_cls`` on this system's runtime."""
         return actor_cls(self.runtime, *args, **kwargs)
+
+
+class _Visit:
+    """Run ``visit(actor, now, epoch)`` for every named breaker of ``system``."""
+
+    __slots__ = ("system", "visit")
+
+    def __init__(self, visit: Callable[[BreakerActor, float, float], Any], system: ActorSystem):
+        self.visit = visit
+        self.system = system
+
+
+class _Batcher(Actor):
+    """Runs a :class:`_Visit` on the runtime's thread, where breakers may be drained."""
+
+    __slots__ = ()
+
+    def _receive(self, message: _Visit) -> dict[str, Any]:
+        clock = self._runtime.clock
+        now = clock.now()
+        epoch = clock.wall(now)
+        visit = message.visit
+        results: dict[str, Any] = {}
+        for name, breaker in message.system.breakers().items():
+            try:
+                results[name] = visit(breaker._actor, now, epoch)
+            except Exception as exc:  # one broken breaker must not hide the others
+                results[name] = exc
+        return results
 
 
 _default: ActorSystem | None = None

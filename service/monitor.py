@@ -8,10 +8,13 @@ own can watch another :class:`~actors.system.ActorSystem`.
 Every method has an ``_async`` twin with the same result; the sync ones work from any thread,
 including inside a coroutine on the breakers' own loop (asks are answered inline there).
 
-How the health summary is made: the monitor gathers a snapshot of each breaker (one ask each),
-tells them to its :class:`~actors.health.HealthAggregator` (which also follows the event bus),
-and asks the aggregator for its report.  A breaker whose snapshot cannot be gathered gets the
-status ``error``; nothing raises because one breaker is broken.
+How the health summary is made: the monitor reads what the health rules need of every breaker
+in one pass on the breakers' loop (``ActorSystem.read_all`` with ``actors.health.observe``: one
+ask in all, not one per breaker, and no full snapshots), tells it to its
+:class:`~actors.health.HealthAggregator` as one message (the aggregator also follows the event
+bus), and asks the aggregator for its report.  Performance figures and resets go through
+``ActorSystem.apply_all`` the same way.  A breaker whose snapshot
+cannot be gathered gets the status ``error``; nothing raises because one breaker is broken.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from actors.breaker import Breaker
+from actors.config import CircuitState
 from actors.health import (
     DEFAULT_DEGRADED_THRESHOLD,
     BreakerHealth,
@@ -30,19 +34,18 @@ from actors.health import (
     HealthCommand,
     HealthReport,
     HealthStatus,
-    Observed,
-    Unobservable,
+    Observation,
+    ObservedStates,
     check_degraded_threshold,
+    observe,
 )
-from actors.snapshot import CircuitBreakerMetrics
+from actors.machine import BreakerData, failure_rate
+from actors.messages import Reset
 from actors.system import ActorSystem, default_system
 
 __all__ = ["CircuitBreakerMonitor", "get_circuit_breaker_monitor"]
 
 logger = logging.getLogger("service.monitor")
-
-#: A breaker's snapshot, or why it could not be taken.
-Gathered = dict[str, CircuitBreakerMetrics | Exception]
 
 _MARKS = {
     HealthStatus.HEALTHY: "ok  ",
@@ -103,39 +106,21 @@ class CircuitBreakerMonitor:
 
     # -- gathering (the only place sync and async differ) -------------------------------------
 
-    def _gather(self) -> Gathered:
-        gathered: Gathered = {}
-        for name, breaker in self.system.breakers().items():
-            try:
-                gathered[name] = breaker.metrics
-            except Exception as exc:
-                gathered[name] = _unavailable(name, exc)
-        return gathered
-
-    async def _gather_async(self) -> Gathered:
-        gathered: Gathered = {}
-        for name, breaker in self.system.breakers().items():
-            try:
-                gathered[name] = await breaker.metrics_async()
-            except Exception as exc:
-                gathered[name] = _unavailable(name, exc)
-        return gathered
-
-    def _tell_observations(self, gathered: Gathered) -> HealthAggregator:
+    def _tell_observations(self, observed: dict[str, Observation | Exception]) -> HealthAggregator:
         aggregator = self.aggregator()
-        for name, result in gathered.items():
-            aggregator.tell(_observation(name, result))
+        aggregator.tell(_observations(observed))
         return aggregator
 
     # -- health -------------------------------------------------------------------------------
 
     def get_health_report(self) -> HealthReport:
         """The aggregator's typed report, after feeding it fresh snapshots."""
-        report: HealthReport = self._tell_observations(self._gather()).ask(GetHealth())
+        observed = self.system.read_all(observe)
+        report: HealthReport = self._tell_observations(observed).ask(GetHealth())
         return report
 
     async def get_health_report_async(self) -> HealthReport:
-        aggregator = self._tell_observations(await self._gather_async())
+        aggregator = self._tell_observations(await self.system.read_all_async(observe))
         report: HealthReport = await aggregator.ask_async(GetHealth())
         return report
 
@@ -195,25 +180,21 @@ class CircuitBreakerMonitor:
         Counts are since the breaker was created or last reset; percentiles come from the
         breaker actor's duration histogram (within about 19 %).
         """
-        return _performance(self._gather())
+        return _performance(self.system.read_all(_performance_entry))
 
     async def get_performance_metrics_async(self) -> dict[str, Any]:
-        return _performance(await self._gather_async())
+        return _performance(await self.system.read_all_async(_performance_entry))
 
     # -- management ---------------------------------------------------------------------------
 
     def reset_all_circuit_breakers(self) -> dict[str, bool]:
-        """Reset every breaker; name -> whether its reset succeeded."""
-        return {
-            name: _attempt("reset", name, breaker.reset)
-            for name, breaker in self.system.breakers().items()
-        }
+        """Reset every breaker; name -> whether its reset succeeded.  One pass over all of
+        them on the breakers' loop (``ActorSystem.apply_all``), one log line in all plus one
+        per failure."""
+        return _reset_results(self.system.apply_all(Reset()))
 
     async def reset_all_circuit_breakers_async(self) -> dict[str, bool]:
-        return {
-            name: await _attempt_async("reset", name, breaker.reset_async)
-            for name, breaker in self.system.breakers().items()
-        }
+        return _reset_results(await self.system.apply_all_async(Reset()))
 
     def force_open_circuit_breaker(self, name: str) -> bool:
         """Hold breaker ``name`` OPEN; False (and a warning) if there is none or it failed."""
@@ -256,10 +237,27 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _observation(name: str, result: CircuitBreakerMetrics | Exception) -> HealthCommand:
-    if isinstance(result, CircuitBreakerMetrics):
-        return Observed(snapshot=result)
-    return Unobservable(name=name, error=_describe(result))
+def _observations(observed: dict[str, Observation | Exception]) -> HealthCommand:
+    states = []
+    errors = []
+    for name, result in observed.items():
+        if isinstance(result, Exception):
+            errors.append((name, _describe(_unavailable(name, result))))
+        else:
+            states.append(result)
+    return ObservedStates(states=tuple(states), errors=tuple(errors))
+
+
+def _reset_results(replies: dict[str, Any]) -> dict[str, bool]:
+    results: dict[str, bool] = {}
+    for name, reply in replies.items():
+        if isinstance(reply, Exception):
+            logger.error("reset of circuit breaker %r failed: %s", name, _describe(reply))
+            results[name] = False
+        else:
+            results[name] = True
+    logger.info("reset of %d circuit breakers done", sum(results.values()))
+    return results
 
 
 def _entry(health: BreakerHealth) -> dict[str, Any]:
@@ -310,30 +308,49 @@ def _level(level: int | str) -> int:
     return number
 
 
-def _performance(gathered: Gathered) -> dict[str, Any]:
+#: Enum values looked up once (``.value`` on an enum member is a slow property in 3.11).
+_STATE_VALUES = {state: state.value for state in CircuitState}
+_COUNTED = ("calls", "successes", "failures", "ignored", "rejections")
+_NO_DURATIONS = dict.fromkeys(("duration_p50", "duration_p95", "duration_p99"))
+
+
+def _performance_entry(
+    name: str, data: BreakerData | None, now: float, epoch: float
+) -> dict[str, Any]:
+    """One breaker's performance figures, read from its data on the runtime's thread (an
+    ``ActorSystem.read_all`` reader: no snapshot object on the way)."""
+    if data is None:  # dormant: never called
+        return {
+            "state": "closed",
+            **dict.fromkeys(_COUNTED, 0),
+            "failure_rate": 0.0,
+            **_NO_DURATIONS,
+        }
+    durations = data.durations
+    return {
+        "state": _STATE_VALUES[data.state],
+        "calls": data.total_calls,
+        "successes": data.successful_calls,
+        "failures": data.failed_calls,
+        "ignored": data.ignored_calls,
+        "rejections": data.rejected_calls,
+        "failure_rate": failure_rate(data, now),
+        "duration_p50": durations.percentile(0.50) if durations is not None else None,
+        "duration_p95": durations.percentile(0.95) if durations is not None else None,
+        "duration_p99": durations.percentile(0.99) if durations is not None else None,
+    }
+
+
+def _performance(entries: dict[str, dict[str, Any] | Exception]) -> dict[str, Any]:
     breakers: dict[str, Any] = {}
-    totals = dict.fromkeys(("calls", "successes", "failures", "ignored", "rejections"), 0)
-    for name, result in gathered.items():
-        if not isinstance(result, CircuitBreakerMetrics):
-            breakers[name] = {"error": _describe(result)}
+    totals = dict.fromkeys(_COUNTED, 0)
+    for name, entry in entries.items():
+        if isinstance(entry, Exception):
+            breakers[name] = {"error": _describe(_unavailable(name, entry))}
             continue
-        counts = {
-            "calls": result.total_calls,
-            "successes": result.successful_calls,
-            "failures": result.failed_calls,
-            "ignored": result.ignored_calls,
-            "rejections": result.rejected_calls,
-        }
-        for key, count in counts.items():
-            totals[key] += count
-        breakers[name] = {
-            "state": result.state.value,
-            **counts,
-            "failure_rate": result.failure_rate,
-            "duration_p50": result.duration_p50,
-            "duration_p95": result.duration_p95,
-            "duration_p99": result.duration_p99,
-        }
+        for key in _COUNTED:
+            totals[key] += entry[key]
+        breakers[name] = entry
     decided = totals["successes"] + totals["failures"]
     return {
         **{f"total_{key}": value for key, value in totals.items()},

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from actors.stats import SPARSE, DurationHistogram, RateWindow
+from actors.stats import DURATION_BOUNDS, FEW, SPARSE, DurationHistogram, RateWindow
 
 
 class PlainWindow:
@@ -72,3 +72,32 @@ def test_counts_widen_instead_of_overflowing() -> None:
     window.add(5.0, 2**40, 0)
     window.add(6.0, 0, 1)  # second 5 moves to the arrays, which widen to hold it
     assert window.totals(6.0) == (2**40, 1, 0)
+
+
+def walked_percentile(counts: list[int], q: float) -> float | None:
+    """The rule, spelled out: walk the buckets until the rank is reached."""
+    total = sum(counts)
+    if total == 0:
+        return None
+    rank, seen = q * total, 0
+    for index, bucket in enumerate(counts):
+        if bucket and seen + bucket >= rank:
+            lower = DURATION_BOUNDS[index - 1] if index > 0 else 0.0
+            upper = DURATION_BOUNDS[index] if index < len(DURATION_BOUNDS) else lower
+            return lower + (upper - lower) * max(0.0, rank - seen) / bucket
+        seen += bucket
+    return DURATION_BOUNDS[-1]
+
+
+@pytest.mark.parametrize("recorded", [1, 3, FEW, FEW + 1, 500])
+def test_percentiles_agree_with_a_walk_of_the_buckets_sparse_or_dense(recorded: int) -> None:
+    rng = random.Random(recorded)
+    histogram = DurationHistogram()
+    for _ in range(recorded):
+        histogram.record(rng.choice([0.0, 1e-6, 0.003, 0.2, 500.0]) * rng.random())
+    assert (histogram.dense is None) == (recorded <= FEW)  # sparse until FEW + 1
+    answers = {q: histogram.percentile(q) for q in (0.0, 0.01, 0.5, 0.95, 0.99, 1.0)}
+    assert (histogram.dense is None) == (recorded <= FEW)  # reading made no counts
+    counts = list(histogram.counts)
+    for q, answer in answers.items():
+        assert answer == pytest.approx(walked_percentile(counts, q))

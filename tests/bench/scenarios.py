@@ -588,6 +588,81 @@ def many_breakers(settings: Settings, peers: list[Peer]) -> list[Row]:
     return rows
 
 
+# -- row 8: monitor operations over 100,000 breakers -----------------------------------------
+#
+# breakerd alone (the peers have no monitor).  The breakers are registered and called once each,
+# as in row 7; then each round times every operation once, in one process and on the system's
+# own loop (the sync methods answer inline there).  Figures are microseconds per breaker; the
+# bar is on the whole operation's seconds.
+
+MONITOR_OPERATIONS = (
+    ("8h", "get_health_summary"),
+    ("8p", "get_performance_metrics"),
+    ("8r", "reset_all_circuit_breakers"),
+)
+MONITOR_LIMIT_S = 0.5
+
+
+def covered(result: dict[str, Any]) -> int:
+    """How many breakers a monitor operation's result speaks of."""
+    inner = result.get("circuit_breakers")
+    return len(inner) if isinstance(inner, dict) else len(result)
+
+
+async def monitor_rounds(count: int, rounds: int) -> dict[str, list[Round]]:
+    from service.circuit_breaker import ActorSystem
+    from service.monitor import CircuitBreakerMonitor
+
+    peer = Breakerd()
+    names = [f"bench-8-{index}" for index in range(count)]
+    timings: dict[str, list[Round]] = {name: [] for _, name in MONITOR_OPERATIONS}
+    async with ActorSystem() as system:
+        breakers = [system.breaker(name, peer.config) for name in names]
+        for breaker in breakers:
+            await once_async(peer.guard_async(breaker, ok_async))
+        await asyncio.sleep(0)
+        monitor = CircuitBreakerMonitor(system)
+        for _ in range(rounds + 1):  # the first is a warm-up
+            for _, operation in MONITOR_OPERATIONS:
+                run = getattr(monitor, operation)
+                settle()
+                start = perf_counter()
+                result = run()
+                elapsed = perf_counter() - start
+                if covered(result) != count:
+                    raise RuntimeError(f"{operation} covered {covered(result)} of {count}")
+                timings[operation].append({BREAKERD: elapsed})
+        monitor.close()
+    return {operation: rounds_[1:] for operation, rounds_ in timings.items()}
+
+
+def monitor_operations(settings: Settings) -> list[Row]:
+    count = settings.size(100_000, 5_000)
+    timings = asyncio.run(monitor_rounds(count, settings.rounds))
+    rows = []
+    for key, operation in MONITOR_OPERATIONS:
+
+        def per_breaker_us(one: Round, name: str) -> float:
+            return one[name] * US / count
+
+        rows.append(
+            build_row(
+                key=key,
+                title=f"{operation}() over {count:,} breakers: time per breaker",
+                unit="us",
+                rounds=timings[operation],
+                figure=per_breaker_us,
+                subject=BREAKERD,
+                peers=[],
+                bar=f"< {MONITOR_LIMIT_S} s in all",
+                checks=[Check("breakerd seconds", lambda one: one[BREAKERD], MONITOR_LIMIT_S)],
+                notes={},
+                extra={"breakers": count},
+            )
+        )
+    return rows
+
+
 # -- rows 1t and 1c: row 1 with telemetry, with cluster mode ----------------------------------
 
 
@@ -720,6 +795,10 @@ def group_registry(settings: Settings) -> list[Row]:
     return many_breakers(settings, all_peers())
 
 
+def group_monitor(settings: Settings) -> list[Row]:
+    return monitor_operations(settings)
+
+
 def group_telemetry(settings: Settings) -> list[Row]:
     with asyncio.Runner() as runner:
         return [telemetry_on(settings, runner)]
@@ -732,6 +811,7 @@ GROUPS: dict[str, Callable[[Settings], list[Row]]] = {
     "memory": group_memory,
     "tasks": group_tasks,
     "registry": group_registry,
+    "monitor": group_monitor,
     "telemetry": group_telemetry,
     "policies": group_policies,
     "cluster": group_cluster,
@@ -739,4 +819,5 @@ GROUPS: dict[str, Callable[[Settings], list[Row]]] = {
 }
 
 #: The table's row order.
-ROW_ORDER = ["1", "1t", "1r", "1c", "2", "3", "4a", "4s", "5", "6", "7t", "7m", *gateway.ROWS]
+ROW_ORDER = ["1", "1t", "1r", "1c", "2", "3", "4a", "4s", "5", "6", "7t", "7m", "8h", "8p", "8r"]
+ROW_ORDER += gateway.ROWS

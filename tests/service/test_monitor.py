@@ -11,9 +11,9 @@ import anyio.to_thread
 import pytest
 
 from actors import ActorSystem, CircuitBreakerConfig, ManualClock
-from actors.breaker import Breaker
+from actors.breaker import Breaker, BreakerActor
 from actors.errors import ActorCrashedError, CircuitBreakerOpenError
-from actors.snapshot import CircuitBreakerMetrics
+from actors.messages import GetSnapshot, Reset
 from actors.stats import DURATION_BOUNDS
 from service.circuit_breaker import circuit_breaker, get_circuit_breaker
 from service.monitor import CircuitBreakerMonitor, get_circuit_breaker_monitor
@@ -21,23 +21,31 @@ from service.monitor import CircuitBreakerMonitor, get_circuit_breaker_monitor
 CONFIG = CircuitBreakerConfig(failure_threshold=2, success_threshold=1, timeout_duration=10.0)
 
 
-class Unreachable(Breaker):
-    """A breaker whose actor cannot be asked: what the monitor must survive."""
+class CrashingActor(BreakerActor):
+    """An actor whose reads, snapshots and resets raise: what the monitor must survive."""
 
     __slots__ = ()
 
-    @property
-    def metrics(self) -> CircuitBreakerMetrics:
+    def read_now(self, reader: Any, now: float, epoch: float) -> Any:
         raise ActorCrashedError("snapshot failed")
 
-    async def metrics_async(self) -> CircuitBreakerMetrics:
-        raise ActorCrashedError("snapshot failed")
+    def _receive(self, message: Any) -> Any:
+        if isinstance(message, GetSnapshot):
+            raise ActorCrashedError("snapshot failed")
+        if isinstance(message, Reset):
+            raise ActorCrashedError("reset failed")
+        return super()._receive(message)
 
-    def reset(self) -> None:
-        raise ActorCrashedError("reset failed")
 
-    async def reset_async(self) -> None:
-        raise ActorCrashedError("reset failed")
+class Unreachable(Breaker):
+    """A breaker whose actor crashes on snapshots and resets."""
+
+    __slots__ = ()
+
+    def __init__(self, actor: BreakerActor) -> None:
+        actor.__class__ = CrashingActor  # same layout (no slots of its own)
+        actor._activate()  # in use: a dormant breaker has nothing to crash on
+        super().__init__(actor)
 
 
 @pytest.fixture
@@ -319,3 +327,35 @@ def test_process_wide_monitor_covers_the_registry(unique_name: str) -> None:
     assert monitor.reset_all_circuit_breakers()[f"{unique_name}-decorated"] is True
     performance = monitor.get_performance_metrics()
     assert performance["circuit_breakers"][f"{unique_name}-named"]["calls"] == 0  # reset
+
+
+@pytest.mark.anyio
+async def test_monitor_reads_leave_never_called_breakers_dormant(
+    system: ActorSystem, clock: ManualClock
+) -> None:
+    populate(system, clock)
+    idle = system.breaker("idle", CONFIG)
+    monitor = CircuitBreakerMonitor(system)
+    summary = monitor.get_health_summary()
+    assert summary["circuit_breakers"]["idle"] == {
+        "state": "closed",
+        "status": "healthy",
+        "failure_rate": 0.0,
+        "forced": False,
+    }
+    performance = await monitor.get_performance_metrics_async()
+    assert performance["circuit_breakers"]["idle"]["calls"] == 0
+    assert performance["total_calls"] == 2 + 2 + 2
+    assert monitor.reset_all_circuit_breakers()["idle"] is True
+    assert idle._actor.dormant  # reading and resetting it allocated nothing
+
+
+@pytest.mark.anyio
+async def test_monitor_reads_include_outcomes_still_in_flight_to_the_actor(
+    system: ActorSystem,
+) -> None:
+    breaker = system.breaker("busy", CONFIG)
+    for _ in range(40):  # hot-path successes, not yet drained: the read must drain them first
+        breaker.call(ok)
+    performance = CircuitBreakerMonitor(system).get_performance_metrics()
+    assert performance["circuit_breakers"]["busy"]["successes"] == 40
