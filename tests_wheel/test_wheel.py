@@ -175,6 +175,11 @@ def serve_and_stop(python: Path, config: Path, cwd: Path, env: dict[str, str]) -
             except (urllib.error.URLError, ConnectionError):
                 assert time.monotonic() < ready_by, "/readyz never answered 200"
                 time.sleep(0.05)
+        # The installed command talks to it, and the dashboard's files are in the wheel.
+        status = run(python.parent / "breakerd", "status", "--url", url, cwd=cwd, env=env)
+        assert f"breakerd at {url}" in status and "retry in" in status, status
+        with urllib.request.urlopen(f"{url}/dashboard/app.js", timeout=5) as answer:
+            assert answer.status == 200 and b"EventSource" in answer.read()
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=30) == 0
     finally:

@@ -36,7 +36,7 @@
   const breakers = new Map();
   const dirty = new Set();
   const pendingTimeline = [];
-  let policies = {};
+  let policies = new Map(); // a Map: breaker names are data, never object keys
   let adminEnabled = false;
   let frame = 0;
   let orderDirty = true;
@@ -106,7 +106,7 @@
     breakers.set(name, e);
     cards.append(el);
     orderDirty = true;
-    if (!(name in policies)) schedulePolicies();
+    if (!policies.has(name)) schedulePolicies();
     return e;
   }
 
@@ -190,7 +190,7 @@
   }
 
   function policyOf(name) {
-    return policies[name] || {};
+    return policies.get(name) || {};
   }
 
   // -- rendering ---------------------------------------------------------------------------------
@@ -456,7 +456,7 @@
     try {
       const { status, body } = await getJSON("/dashboard/policies.json");
       if (status === 200 && body) {
-        policies = body.breakers || {};
+        policies = new Map(Object.entries(body.breakers || {}));
         adminEnabled = Boolean(body.admin_enabled);
         showAdmin();
         for (const e of breakers.values()) markDirty(e);

@@ -217,6 +217,7 @@ async def test_a_hostile_breaker_name_renders_as_text(tab: Tab) -> None:
     page = tab.page
     hostile = f'<img src=x onerror="window.pwned=1">{next(_tags)}'
     get_circuit_breaker(hostile)
+    get_circuit_breaker("__proto__")
     async with service() as (running, _):
         await page.goto(running.url + "/dashboard")
         await page.locator("#filter").fill("onerror")
@@ -225,6 +226,10 @@ async def test_a_hostile_breaker_name_renders_as_text(tab: Tab) -> None:
         await expect(hostile_card.locator(".state")).to_have_text("CLOSED")
         assert await page.locator("#cards img").count() == 0
         assert await page.evaluate("window.pwned") is None
+        # Names that are also JavaScript's own property names are just names too.
+        await page.locator("#filter").fill("__proto__")
+        proto = card(page, "__proto__")
+        await expect(proto.locator(".consecutive")).to_have_text("0 / 5")  # its own policy
         assert tab.problems == []
 
 
