@@ -38,6 +38,11 @@ def samples(text: str) -> Samples:
     return found
 
 
+def total(found: Samples, name: str, **labels: str) -> float:
+    """The sum of the samples of ``name`` whose labels include ``labels``."""
+    return sum(v for (n, have), v in found.items() if n == name and set(labels.items()) <= have)
+
+
 def value(found: Samples, name: str, **labels: str) -> float:
     """The one sample of ``name`` whose labels include ``labels``."""
     matching = [v for (n, have), v in found.items() if n == name and set(labels.items()) <= have]

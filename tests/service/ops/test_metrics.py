@@ -10,7 +10,14 @@ from actors.system import ActorSystem
 from service.config import parse_config
 from telemetry.setup import prometheus_registry, setup
 from tests.service.http.conftest import Harness, config_text, serving
-from tests.service.ops.metrics_helpers import OUTCOME_FIELDS, outage_cycle, samples, scrape, value
+from tests.service.ops.metrics_helpers import (
+    OUTCOME_FIELDS,
+    outage_cycle,
+    samples,
+    scrape,
+    total,
+    value,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -27,7 +34,8 @@ async def test_metrics_count_what_breakers_report_after_an_outage_cycle(quick: H
             circuit_breaker_name=name, circuit_breaker_call_outcome=outcome,
         )  # fmt: skip
         assert counted == snapshot[field], outcome
-    assert snapshot["failed_calls"] == 2 and snapshot["rejected_calls"] == 2
+    # Two failures open it; it rejects until the break is over (the recovery poll included).
+    assert snapshot["failed_calls"] == 2 and snapshot["rejected_calls"] >= 2
     states = {
         state: value(found, "circuit_breaker_status", circuit_breaker_name=name,
                      circuit_breaker_state=state)
@@ -47,16 +55,17 @@ async def test_metrics_count_what_breakers_report_after_an_outage_cycle(quick: H
         breakerd_route="solo", breakerd_provider=f"{tag}a", http_response_status_code="200",
     )  # fmt: skip
     assert served == snapshot["successful_calls"]
-    failed = value(
+    # Failed and rejected requests: no provider served them.
+    failed = total(
         found, "breakerd_gateway_requests_total",
-        breakerd_route="solo", breakerd_provider=f"{tag}a", http_response_status_code="502",
+        breakerd_route="solo", http_response_status_code="502",
     )  # fmt: skip
     assert failed == 2
     rejected = value(
         found, "breakerd_gateway_requests_total",
         breakerd_route="solo", breakerd_provider="", http_response_status_code="503",
     )  # fmt: skip
-    assert rejected == 2
+    assert rejected == snapshot["rejected_calls"]
     assert value(
         found, "breakerd_gateway_request_duration_seconds_count",
         breakerd_route="solo", breakerd_provider=f"{tag}a", http_response_status_code="200",

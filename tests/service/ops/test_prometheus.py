@@ -140,4 +140,4 @@ async def test_prometheus_sees_the_outage_and_agrees_with_breakers(
         got = await query(http, prometheus, f'{{circuit_breaker_name="{name}"}}')
         pytest.fail(f"Prometheus never agreed with /breakers {expected}: {got}")
     assert await scalar(http, prometheus, status_query(name, "closed")) == 1.0
-    assert expected["failure"] == 2.0 and expected["rejected"] == 2.0
+    assert expected["failure"] == 2.0 and expected["rejected"] >= 2.0
