@@ -202,7 +202,8 @@ def record_fast_successes(
     if not config.uses_rate_window:
         _window_successes(data, now, config, durations, untimed)
         return actions
-    head = config.minimum_calls - _window_totals(data, now, config)[0]
+    # A batch of one has nothing to split: skip reading the window twice.
+    head = config.minimum_calls - _window_totals(data, now, config)[0] if count > 1 else 0
     if 0 < head < count:
         timed = min(head, len(durations))
         _window_successes(data, now, config, durations[:timed], head - timed)
