@@ -7,10 +7,13 @@ which drives the load with an aiohttp client and is never measured.  CPU is read
 attributable to one process: the bare upstream's CPU when called directly, and the gateway's
 own CPU when called through it (the upstream's share of that run is not counted).
 
-Each round measures the bare upstream, then the gateway right after it (the harness's paired,
+A second breakerd runs with its access log and Prometheus ``/metrics`` off, to show what the
+core request path costs apart from them.  Each round measures the bare upstream and that lean
+gateway, each followed at once by breakerd as configured by default (the harness's paired,
 interleaved rounds), at c=1 and c=64 for plain requests and at c=16 for streams.  Rows:
 
-- CPU per 1,000 requests; bar (issue 12): the gateway's at most 3.0x the bare upstream's.
+- CPU per 1,000 requests; bar (issue 12): the gateway's at most 3.0x the bare upstream's
+  (checked for both gateways).
 - Added latency: the gateway's p50 (and p99) minus the bare upstream's, in the same round.
 
 LiteLLM's proxy would be the third contestant; it is measured only when ``litellm`` is
@@ -50,6 +53,14 @@ from tests.bench.harness import (
 
 BARE = "no breaker"  # the report's reference column: here, the bare upstream
 GATEWAY = "breakerd"
+LEAN = "breakerd, access log and /metrics off"
+LEAN_CONFIG = """
+[logging]
+access_log = false
+
+[metrics]
+prometheus = false
+"""
 ROWS = ["8a", "8b", "8c", "8d", "8e", "8f"]
 """The keys of the rows, in table order: (CPU, latency) at c=1, at c=64, for streams."""
 CPU_BAR = 3.0
@@ -214,51 +225,43 @@ def group_gateway(settings: Any) -> list[Row]:
     """The gateway rows (see the module docstring)."""
     note = litellm_note()
     progress(f"LiteLLM: {note}")
-    upstream_port, gateway_port = free_port(), free_port()
-    upstream = f"http://127.0.0.1:{upstream_port}"
-    gateway = f"http://127.0.0.1:{gateway_port}"
-    with tempfile.TemporaryDirectory() as folder:
-        config = Path(folder) / "gateway.toml"
-        config.write_text(gateway_config(upstream, gateway_port))
-        upstream_command = [sys.executable, "-m", "tests.bench.gateway_upstream"]
-        gateway_command = [sys.executable, "-m", "service", "--config", str(config)]
-        with (
-            server(
-                [*upstream_command, "--port", str(upstream_port)],
-                upstream,
-                Path(folder) / "upstream.log",
-            ) as upstream_pid,
-            server(
-                gateway_command,
-                gateway,
-                Path(folder) / "gateway.log",
-                {"BENCH_UPSTREAM_KEY": "sk-bench"},
-            ) as gateway_pid,
-            asyncio.Runner() as runner,
-        ):
-            driver = Driver(runner)
-            try:
-                rows: list[Row] = []
-                for load in loads(settings.quick):
-                    bare = Contestant(
-                        BARE,
-                        lambda load=load: driver.measure(
-                            f"{upstream}/v1/chat/completions", upstream_pid, load
-                        ),
-                    )
-                    through = Contestant(
-                        GATEWAY,
-                        lambda load=load: driver.measure(
-                            f"{gateway}/v1/chat/completions", gateway_pid, load
-                        ),
-                    )
-                    through.measure()  # warm up: connections, first-use costs
-                    rounds = run_rounds_by_metric(
-                        through, [bare], settings.rounds, load.title, ["cpu", "p50", "p99"]
-                    )
-                    rows += [cpu_row(load, rounds["cpu"], note), latency_row(load, rounds)]
-            finally:
-                driver.close()
+    with tempfile.TemporaryDirectory() as folder, contextlib.ExitStack() as stack:
+        upstream_port = free_port()
+        upstream = f"http://127.0.0.1:{upstream_port}"
+        command = [sys.executable, "-m", "tests.bench.gateway_upstream", "--port"]
+        upstream_pid = stack.enter_context(
+            server([*command, str(upstream_port)], upstream, Path(folder) / "upstream.log")
+        )
+        gateways: dict[str, tuple[str, int]] = {}
+        for name, extra in ((GATEWAY, ""), (LEAN, LEAN_CONFIG)):
+            port = free_port()
+            url = f"http://127.0.0.1:{port}"
+            config = Path(folder) / f"gateway-{len(gateways)}.toml"
+            config.write_text(gateway_config(upstream, port) + extra)
+            command = [sys.executable, "-m", "service", "--config", str(config)]
+            log = Path(folder) / f"gateway-{len(gateways)}.log"
+            pid = stack.enter_context(server(command, url, log, {"BENCH_UPSTREAM_KEY": "sk-b"}))
+            gateways[name] = (url, pid)
+        runner = stack.enter_context(asyncio.Runner())
+        driver = Driver(runner)
+        stack.callback(driver.close)
+        rows: list[Row] = []
+        for load in loads(settings.quick):
+
+            def contestant(name: str, url: str, pid: int, load: Load = load) -> Contestant:
+                return Contestant(
+                    name, lambda: driver.measure(f"{url}/v1/chat/completions", pid, load)
+                )
+
+            bare = contestant(BARE, upstream, upstream_pid)
+            subject = contestant(GATEWAY, *gateways[GATEWAY])
+            lean = contestant(LEAN, *gateways[LEAN])
+            for warm in (subject, lean):  # connections, first-use costs
+                warm.measure()
+            rounds = run_rounds_by_metric(
+                subject, [bare, lean], settings.rounds, load.title, ["cpu", "p50", "p99"]
+            )
+            rows += [cpu_row(load, rounds["cpu"], note), latency_row(load, rounds)]
     return rows
 
 
@@ -277,21 +280,23 @@ def cpu_row(load: Load, rounds: list[Round], note: str) -> Row:
         subject=GATEWAY,
         peers=[],
         reference=BARE,
+        shown=[LEAN],
         bar=f"gateway <= {CPU_BAR:g}x bare upstream",
         checks=[
             Check(
                 "gateway / upstream",
                 lambda one: ratio(one[pair_key(GATEWAY, BARE)], one[BARE]),
                 CPU_BAR,
-            )
+            ),
+            Check("lean gateway / upstream", lambda one: ratio(one[LEAN], one[BARE]), CPU_BAR),
         ],
         notes={},
     )
 
 
 def latency_row(load: Load, rounds: dict[str, list[Round]]) -> Row:
-    def added(metric: str) -> float:
-        return median([one[pair_key(GATEWAY, BARE)] - one[BARE] for one in rounds[metric]])
+    def added(metric: str, name: str = pair_key(GATEWAY, BARE)) -> float:
+        return median([one[name] - one[BARE] for one in rounds[metric]])
 
     return Row(
         key=load.latency_key,
@@ -303,6 +308,7 @@ def latency_row(load: Load, rounds: dict[str, list[Round]]) -> Row:
             GATEWAY: added("p50"),
             "added at p99": added("p99"),
             "bare p99": median([one[BARE] for one in rounds["p99"]]),
+            f"{LEAN}, added at p50": added("p50", LEAN),
         },
         best_peer_ratio=None,
         bar="reported",
