@@ -210,10 +210,11 @@ class Chain:
     def exhausted(self, failures: list[APIError]) -> APIError:
         """The error for a call that every provider passed on.
 
-        When each failure is an unavailability (an open breaker or a cooldown), the error says
-        when the soonest provider will take a call: a :class:`RateLimitError` when all of them
-        cool down, else a :class:`CircuitOpenAPIError`, each with that ``retry_after``.
-        Otherwise the last failure, with the earlier ones as notes.
+        When each failure is an unavailability (an open breaker, a rate limit or a cooldown),
+        the error says when the soonest provider will take a call: a
+        :class:`RateLimitError` when any of them is rate limited (the route is throttled, not
+        broken: come back then), a :class:`CircuitOpenAPIError` when all are open, each with
+        that ``retry_after``.  Otherwise the last failure, with the earlier ones as notes.
         """
         last = failures[-1]
         if len(failures) == 1:
@@ -222,20 +223,22 @@ class Chain:
         waits = [_wait(failure) for failure in failures]
         if all(wait is not None for wait in waits):
             soonest = min(wait for wait in waits if wait is not None)
-            opened = [f for f in failures if isinstance(f, CircuitOpenAPIError)]
-            if opened:
-                first = min(opened, key=_sort_wait)
+            limited = [f for f in failures if isinstance(f, RateLimitError)]
+            if limited:  # throttled, not broken: the client should come back, not give up
+                error = RateLimitError(
+                    f"every provider is rate limited or unavailable; the soonest takes calls "
+                    f"in {soonest:.1f}s",
+                    provider=min(failures, key=_sort_wait).provider,
+                    status=limited[-1].status,
+                    retry_after=soonest,
+                )
+            else:
+                first = min(failures, key=_sort_wait)
+                assert isinstance(first, CircuitOpenAPIError)
                 error = CircuitOpenAPIError(
                     provider=first.provider,
                     breaker_name=first.breaker_name,
                     state=first.state,
-                    retry_after=soonest,
-                )
-            else:
-                error = RateLimitError(
-                    f"every provider is rate limited; the soonest takes calls in {soonest:.1f}s",
-                    provider=min(failures, key=_sort_wait).provider,
-                    status=last.status,
                     retry_after=soonest,
                 )
         for failure in failures:

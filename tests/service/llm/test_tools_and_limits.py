@@ -200,16 +200,34 @@ async def test_a_huge_retry_after_is_clamped(
     assert caught.value.retry_after == MAX_RETRY_AFTER
 
 
-async def test_an_open_breaker_and_a_cooldown_give_the_soonest_time(
+async def test_an_open_breaker_and_a_cooldown_give_a_429_with_the_soonest_time(
     fake: FakeProvider, backup: FakeProvider, system: ActorSystem
 ) -> None:
     backup.inject(Fault.status_code(429, retry_after="2"))
     chain = [backup_entry(backup)]
     async with client_for("openai", fake, system, fallback_providers=chain) as client:
         client.force_circuit_open()
+        with pytest.raises(RateLimitError) as caught:  # throttled, not broken
+            await client.complete_async(HELLO)
+    assert caught.value.retry_after == 2.0  # the cooldown ends long before "forced open"
+
+
+async def test_open_breakers_everywhere_give_the_soonest_probe(
+    fake: FakeProvider, backup: FakeProvider, system: ActorSystem, clock: ManualClock
+) -> None:
+    fake.inject(Fault.status_code(503), times=5)
+    chain = [backup_entry(backup)]
+    async with client_for("openai", fake, system, fallback_providers=chain) as client:
+        system.get("anthropic_client").force_open()  # type: ignore[union-attr]
+        for _ in range(5):  # openai opens for 60 s (each time the last word is anthropic's)
+            with pytest.raises(CircuitOpenAPIError):
+                await client.complete_async(HELLO, use_fallback=False)
+        assert fake.count == 5
+        clock.advance(20.0)
         with pytest.raises(CircuitOpenAPIError) as caught:
             await client.complete_async(HELLO, use_fallback=False)
-    assert caught.value.retry_after == 2.0  # the cooldown ends long before "forced open"
+    assert caught.value.retry_after == pytest.approx(40.0)  # openai's, not "forced" (inf)
+    assert caught.value.provider == "openai"
 
 
 # -- connection slots ----------------------------------------------------------------------------
