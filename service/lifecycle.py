@@ -3,13 +3,16 @@
 :meth:`Service.run` opens a single task group and, inside it, an exit stack that owns every
 component it starts, in this order:
 
-1. telemetry (when ``[telemetry] enabled``): providers and exporters, flushed on the way out;
+1. telemetry (when ``[telemetry] enabled``, or for ``GET /metrics``: ``[metrics]
+   prometheus``): providers, exporters and readers, flushed on the way out; then the
+   transition log (a bus subscriber, closed on the way out);
 2. the process-wide actor system's binding to this loop (breakers, the bus, the health
    aggregator all run here from now on), and its Redis cluster link when ``[cluster]
    redis_url`` is set (detached on the way out, so breakers decide alone again);
 3. the upstream simulator, when ``[simulator] mode`` asks for it (``auto``: no provider key);
 4. the gateway's LLM clients (their HTTP sessions);
-5. the HTTP server.
+5. the HTTP server, with the access log outermost and the gateway keys check (when
+   ``[gateway]`` names keys) inside the error mapping.
 
 It reports readiness through ``task_status`` (so ``await task_group.start(service.run)``
 returns only once the port is listening) and then waits for :meth:`Service.stop`.  Shutdown
