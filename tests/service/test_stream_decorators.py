@@ -118,14 +118,14 @@ async def test_a_function_hiding_that_it_returns_a_stream_is_refused(unique_name
         return tokens(fail, [])
 
     with pytest.raises(TypeError, match=r"guarded_async\(breaker, stream\)"):
-        stream(False)
+        stream(False)  # type: ignore[no-untyped-call]
 
     @circuit_breaker(THREE, unique_name)
     async def stream_async(fail):  # type: ignore[no-untyped-def]
         return tokens(fail, [])
 
     with pytest.raises(TypeError, match="annotate its return type as AsyncIterator"):
-        await stream_async(False)
+        await stream_async(False)  # type: ignore[no-untyped-call]
 
 
 async def test_guarded_async_runs_any_async_iterable_as_one_call(unique_name: str) -> None:

@@ -3,13 +3,14 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import pydantic
 import pytest
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langchain_core.tools import tool
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from tests.service.sdk.conftest import API_KEY, WEATHER_ARGS, Path
 
@@ -31,8 +32,12 @@ def get_weather(city: str, unit: Literal["celsius", "fahrenheit"]) -> str:
 
 def chat(base_url: str) -> ChatOpenAI:
     return ChatOpenAI(
-        model="gpt", base_url=f"{base_url}/v1", api_key=API_KEY, max_retries=0, timeout=10
-    )  # type: ignore[call-arg]
+        model="gpt",
+        base_url=f"{base_url}/v1",
+        api_key=SecretStr(API_KEY),
+        max_retries=0,
+        timeout=10,
+    )
 
 
 async def test_bind_tools_round_trip(base_url: str, path: Path) -> None:
@@ -59,9 +64,9 @@ async def test_with_structured_output(base_url: str, path: Path) -> None:
 async def test_streaming_tool_calls(base_url: str, path: Path) -> None:
     path.served("gpt")
     model = chat(base_url).bind_tools([get_weather])
-    merged = None
+    merged: Any = None
     async for chunk in model.astream("hello there"):
         merged = chunk if merged is None else merged + chunk
     assert merged is not None
-    [call] = merged.tool_calls  # type: ignore[attr-defined]
+    [call] = merged.tool_calls
     assert (call["name"], call["args"]) == ("get_weather", WEATHER_ARGS)
