@@ -36,8 +36,13 @@ import anyio
 from actors.bus import EventBus
 from actors.cluster import ClusterLink
 from actors.config import CircuitBreakerConfig, CircuitState
-from actors.errors import BreakerError, CallTimeoutError, CircuitBreakerOpenError
-from actors.events import CallsRecorded
+from actors.errors import (
+    BreakerError,
+    BreakerRemovedError,
+    CallTimeoutError,
+    CircuitBreakerOpenError,
+)
+from actors.events import BreakerRemoved, CallsRecorded
 from actors.machine import (
     Action,
     ApplyConfig,
@@ -130,6 +135,8 @@ class Gate:
 
 #: Where a dormant actor's callers go: the slow path, which activates it.
 DORMANT: Final = Gate(CLOSED, 0, False, None)
+#: A removed breaker's gate: callers go to the slow path, which raises BreakerRemovedError.
+REMOVED: Final = Gate(CLOSED, -1, False, None)
 
 #: CLOSED gates are the same for every breaker at the same generation and policies: shared
 #: (a gate is never changed once published), so 100,000 closed breakers do not hold 100,000
@@ -234,12 +241,34 @@ class BreakerActor(Actor):
     def _post(self, item: Any) -> None:
         if self._data is None:
             self._activate()
+        if self.gate is REMOVED:
+            # An ask gets the error; an outcome of a call that was running when the breaker
+            # was removed is dropped (its caller still gets its own result).
+            reply = getattr(item, "reply", None)
+            if reply is not None:
+                reply.fail(BreakerRemovedError(self.name))
+            return
         super()._post(item)
 
     def _ask_inline(self, message: Any) -> Any:
         if self._data is None:
             self._activate()
+        if self.gate is REMOVED:
+            raise BreakerRemovedError(self.name)
         return super()._ask_inline(message)
+
+    def retire(self, epoch: float, *, evicted: bool = False) -> None:
+        """Leave the system (runtime's thread only): apply every pending outcome, stop the
+        timer, send callers to :class:`BreakerRemovedError`, and publish ``BreakerRemoved``."""
+        if self.gate is REMOVED:
+            return
+        if self._data is None:
+            self._activate()  # so that no later use tries to (its lists are garbage soon)
+        elif self._mailbox or self._tallies:
+            self._drain()
+        self._runtime.cancel_timer(self)
+        self.gate = REMOVED
+        self.bus.publish(BreakerRemoved(breaker=self.name, at=epoch, evicted=evicted))
 
     def __repr__(self) -> str:
         data = self._data

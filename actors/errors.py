@@ -77,6 +77,30 @@ class ActorSystemClosedError(BreakerError):
     """
 
 
+class BreakerRemovedError(BreakerError):
+    """Raised when a handle is used after its breaker was removed from its system.
+
+    ``ActorSystem.remove_breaker`` (or eviction) retires the breaker: asking the system for the
+    same name again gives a new, independent breaker, and a handle to the old one raises this
+    on its next call or management request instead of guarding calls with a breaker that
+    nothing monitors any more.  Outcomes of calls already running when it was removed are
+    dropped quietly (the call's own result or exception still reaches its caller).
+    """
+
+    def __init__(self, breaker_name: str) -> None:
+        super().__init__(breaker_name)
+
+    @property
+    def breaker_name(self) -> str:
+        return str(self.args[0])
+
+    def __str__(self) -> str:
+        return (
+            f"circuit breaker {self.breaker_name!r} was removed; get a new one by name "
+            "(it starts afresh)"
+        )
+
+
 class ActorCrashedError(BreakerError):
     """Raised to a caller whose request made an actor's handler fail.
 

@@ -63,4 +63,12 @@ class ConfigChanged(Event, frozen=True):
     fields: tuple[str, ...]
 
 
-BreakerEvent = StateChanged | CallsRecorded | ConfigChanged
+class BreakerRemoved(Event, frozen=True):
+    """A breaker was removed from its system (``ActorSystem.remove_breaker``, or evicted as
+    idle when ``evicted`` is True); its outcomes are all counted.  Whoever keeps something
+    per breaker (health, telemetry) forgets it."""
+
+    evicted: bool = False
+
+
+BreakerEvent = StateChanged | CallsRecorded | ConfigChanged | BreakerRemoved

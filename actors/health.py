@@ -40,7 +40,7 @@ import msgspec
 from actors.bus import EventBus, Subscription
 from actors.config import CircuitState
 from actors.errors import ConfigurationError
-from actors.events import CallsRecorded, StateChanged
+from actors.events import BreakerRemoved, CallsRecorded, StateChanged
 from actors.machine import BreakerData, failure_rate
 from actors.runtime import Actor, Runtime
 from actors.snapshot import CircuitBreakerMetrics
@@ -173,7 +173,9 @@ class HealthAggregator(Actor):
     ) -> HealthAggregator:
         """A new aggregator on ``runtime``, subscribed to ``bus`` (any thread)."""
         aggregator = cls(runtime, degraded_threshold=degraded_threshold)
-        aggregator.subscription = bus.subscribe(aggregator, events=(StateChanged, CallsRecorded))
+        aggregator.subscription = bus.subscribe(
+            aggregator, events=(StateChanged, CallsRecorded, BreakerRemoved)
+        )
         return aggregator
 
     def stop(self) -> None:
@@ -205,6 +207,8 @@ class HealthAggregator(Actor):
                 entry.failure_rate = failure_rate
                 if entry.state is None:
                     entry.state = state  # a first sight; any dated change overrides it
+            case BreakerRemoved(breaker=name):
+                self._entries.pop(name, None)
             case Observed(snapshot=snapshot):
                 self._observe(
                     snapshot.name,

@@ -269,6 +269,22 @@ class ActorSystem:
                 batcher = self._batch_actor
         return batcher
 
+    def remove_breaker(self, name: str) -> bool:
+        """Remove the breaker called ``name``; False if there is none.  Any thread.
+
+        Its pending outcomes are applied first, its timer stops, the bus publishes
+        ``BreakerRemoved`` (health and telemetry forget it), and a handle still held raises
+        :class:`~actors.errors.BreakerRemovedError` on its next use.  Asking for ``name``
+        again gives a new breaker.  After the system closed, this only forgets the name.
+        """
+        with self._create_lock:
+            breaker = self._breakers.pop(name, None)
+        if breaker is None:
+            return False
+        if not self.runtime.closed:
+            self._batcher().ask(_Call(lambda now, epoch: breaker._actor.retire(epoch)))
+        return True
+
     def breakers(self) -> dict[str, Breaker]:
         """Every named breaker of this system."""
         return dict(self._breakers)
@@ -291,15 +307,27 @@ class _Visit:
         self.system = system
 
 
+class _Call:
+    """Run ``call(now, epoch)`` once."""
+
+    __slots__ = ("call",)
+
+    def __init__(self, call: Callable[[float, float], Any]) -> None:
+        self.call = call
+
+
 class _Batcher(Actor):
-    """Runs a :class:`_Visit` on the runtime's thread, where breakers may be drained."""
+    """Runs a :class:`_Visit` or a :class:`_Call` on the runtime's thread, where breakers may
+    be drained."""
 
     __slots__ = ()
 
-    def _receive(self, message: _Visit) -> dict[str, Any]:
+    def _receive(self, message: _Visit | _Call) -> Any:
         clock = self._runtime.clock
         now = clock.now()
         epoch = clock.wall(now)
+        if isinstance(message, _Call):
+            return message.call(now, epoch)
         visit = message.visit
         results: dict[str, Any] = {}
         for name, breaker in message.system.breakers().items():

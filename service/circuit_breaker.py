@@ -34,6 +34,7 @@ T = TypeVar("T")
 __all__ = [
     "ActorCrashedError",
     "ActorSystem",
+    "BreakerRemovedError",
     "ActorSystemClosedError",
     "BreakerError",
     "CallTimeoutError",
@@ -96,6 +97,16 @@ def get_all_circuit_breakers() -> dict[str, CircuitBreaker]:
         for name, breaker in default_system().breakers().items()
         if isinstance(breaker, CircuitBreaker)
     }
+
+
+def remove_circuit_breaker(name: str) -> bool:
+    """Remove the process-wide breaker called ``name``; False if there is none.
+
+    Its pending outcomes are counted, health and telemetry forget it, and a handle still held
+    raises :class:`~actors.errors.BreakerRemovedError` on its next use (see
+    ``ActorSystem.remove_breaker``); ``get_circuit_breaker(name)`` then makes a new one.
+    """
+    return default_system().remove_breaker(name)
 
 
 def get_event_bus() -> EventBus:

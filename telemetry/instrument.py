@@ -22,7 +22,7 @@ from opentelemetry import trace as trace_api
 
 from actors.bus import Subscription
 from actors.errors import ActorSystemClosedError
-from actors.events import CallsRecorded, Event, StateChanged
+from actors.events import BreakerRemoved, CallsRecorded, Event, StateChanged
 from actors.runtime import Actor, Runtime
 from actors.system import ActorSystem, default_system
 from telemetry import names
@@ -210,7 +210,7 @@ def instrument(
             call_spans = CallSpans(tracer, call_span_ratio)
     actor = TelemetryActor(system.runtime, breaker_metrics, spans)
     subscription = system.bus.subscribe(
-        actor, events=(StateChanged, CallsRecorded), buffer=MAILBOX_LIMIT
+        actor, events=(StateChanged, CallsRecorded, BreakerRemoved), buffer=MAILBOX_LIMIT
     )
     if spans is not None:
         listen_for_rejections()

@@ -29,7 +29,7 @@ from opentelemetry.metrics import CallbackOptions, Meter, Observation
 
 from actors.breaker import Breaker
 from actors.config import CircuitState
-from actors.events import CallsRecorded, Event, StateChanged
+from actors.events import BreakerRemoved, CallsRecorded, Event, StateChanged
 from actors.stats import DURATION_BOUNDS
 from actors.system import ActorSystem
 from telemetry import names
@@ -168,6 +168,9 @@ class BreakerMetrics:
                 else:
                     buckets = list(map(add, previous[0], event.duration_buckets))
                     tally.durations = (buckets, previous[1] + event.duration_sum)
+        elif isinstance(event, BreakerRemoved):
+            # Forgotten: its attribute sets are no longer reported at the next collection.
+            self._tallies.pop(event.breaker, None)
         elif isinstance(event, StateChanged):
             tally = self._tally(event.breaker)
             key = (event.from_state.value, event.to_state.value, event.reason)

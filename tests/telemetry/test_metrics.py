@@ -215,3 +215,23 @@ def test_export_bounds_double() -> None:
     assert ratios == pytest.approx([2.0] * (len(EXPORT_BOUNDS) - 1))
     assert EXPORT_BOUNDS[0] == pytest.approx(1e-6)
     assert set(EXPORT_BOUNDS) <= set(DURATION_BOUNDS)
+
+
+@pytest.mark.anyio
+async def test_a_removed_breaker_is_no_longer_exported(
+    system: ActorSystem, tel: Telemetry, unique_name: str
+) -> None:
+    def exported() -> set[str]:
+        return {
+            dict(key).get(names.NAME, "")
+            for points in collect(tel).values()
+            for key in points
+            if dict(key).get(names.NAME) == unique_name
+        }
+
+    breaker = system.breaker(unique_name, flows.CONFIG)
+    breaker.call(lambda: 1)
+    await breaker.metrics_async()
+    assert exported() == {unique_name}
+    system.remove_breaker(unique_name)
+    assert exported() == set()
