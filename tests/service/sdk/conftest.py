@@ -50,6 +50,11 @@ OPENAI_TOOLS: list[Any] = [
 ANTHROPIC_TOOLS: list[Any] = [
     {"name": "get_weather", "description": "Weather", "input_schema": WEATHER}
 ]
+CLOCK: dict[str, Any] = {"type": "object", "properties": {"zone": {"type": "string"}}}
+CLOCK_ARGS = {"zone": "sim-zone"}
+OPENAI_CLOCK: Any = {"type": "function", "function": {"name": "get_time", "parameters": CLOCK}}
+ANTHROPIC_CLOCK: Any = {"name": "get_time", "input_schema": CLOCK}
+PARALLEL = "both tools, in parallel"  # the simulator then calls every tool offered
 PRIMARY: dict[str, Wire] = {"gpt": "openai", "claude": "anthropic", "solo": "openai"}
 OTHER: dict[Wire, Wire] = {"openai": "anthropic", "anthropic": "openai"}
 

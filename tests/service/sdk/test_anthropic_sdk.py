@@ -10,7 +10,15 @@ from typing import Any
 import anthropic
 import pytest
 
-from tests.service.sdk.conftest import ANTHROPIC_TOOLS, API_KEY, WEATHER_ARGS, Path
+from tests.service.sdk.conftest import (
+    ANTHROPIC_CLOCK,
+    ANTHROPIC_TOOLS,
+    API_KEY,
+    CLOCK_ARGS,
+    PARALLEL,
+    WEATHER_ARGS,
+    Path,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -82,6 +90,42 @@ async def test_messages_stream_with_a_tool(
     assert final.stop_reason == "tool_use"
     call = tool_use(final)
     assert (call.name, call.input) == ("get_weather", WEATHER_ARGS)
+
+
+@ROUTES
+async def test_messages_stream_with_parallel_tools(
+    client: anthropic.AsyncAnthropic, path: Path, route: str
+) -> None:
+    path.served(route)
+    async with client.messages.stream(
+        model=route,
+        max_tokens=256,
+        messages=[{"role": "user", "content": PARALLEL}],
+        tools=[*ANTHROPIC_TOOLS, ANTHROPIC_CLOCK],
+    ) as stream:
+        final = await stream.get_final_message()
+    uses = [block for block in final.content if block.type == "tool_use"]
+    assert [(use.name, use.input) for use in uses] == [
+        ("get_weather", WEATHER_ARGS),
+        ("get_time", CLOCK_ARGS),
+    ]
+    assert final.stop_reason == "tool_use"
+
+
+@ROUTES
+async def test_messages_with_an_image(
+    client: anthropic.AsyncAnthropic, path: Path, route: str
+) -> None:
+    served = path.served(route)
+    image = {"type": "base64", "media_type": "image/png", "data": "iVBORw0KGgo="}
+    content: Any = [{"type": "text", "text": "what is this?"}, {"type": "image", "source": image}]
+    answer = await client.messages.create(
+        model=route, max_tokens=256, messages=[{"role": "user", "content": content}]
+    )
+    assert text(answer) == f"Simulated {served} reply to: what is this? [image]"
+    if served == "openai":
+        parts = path.forwarded("openai")["messages"][0]["content"]
+        assert parts[1]["image_url"]["url"] == "data:image/png;base64,iVBORw0KGgo="
 
 
 @ROUTES

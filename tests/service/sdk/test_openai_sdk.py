@@ -15,7 +15,15 @@ import pytest
 
 from service.simulator.answers import embedding
 from tests.service.http.conftest import Harness
-from tests.service.sdk.conftest import API_KEY, OPENAI_TOOLS, WEATHER_ARGS, Path
+from tests.service.sdk.conftest import (
+    API_KEY,
+    CLOCK_ARGS,
+    OPENAI_CLOCK,
+    OPENAI_TOOLS,
+    PARALLEL,
+    WEATHER_ARGS,
+    Path,
+)
 
 pytestmark = pytest.mark.anyio
 
@@ -124,6 +132,25 @@ async def test_tool_call_round_trip_streamed(client: openai.AsyncOpenAI, path: P
     ) as stream:
         second = await stream.get_final_completion()
     assert second.choices[0].message.content == f"Simulated {served} reply to tool results: sunny"
+
+
+async def test_parallel_tool_calls_streamed(client: openai.AsyncOpenAI, path: Path) -> None:
+    """Two tool calls in one streamed answer keep their own indexes, ids and arguments (from
+    an Anthropic fallback too, whose blocks start after a text block)."""
+    path.served("gpt")
+    async with client.chat.completions.stream(
+        model="gpt",
+        messages=[{"role": "user", "content": PARALLEL}],
+        tools=[*OPENAI_TOOLS, OPENAI_CLOCK],
+    ) as stream:
+        final = await stream.get_final_completion()
+    calls = final.choices[0].message.tool_calls or []
+    assert [(c.function.name, json.loads(c.function.arguments)) for c in calls] == [
+        ("get_weather", WEATHER_ARGS),
+        ("get_time", CLOCK_ARGS),
+    ]
+    assert len({call.id for call in calls}) == 2
+    assert final.choices[0].finish_reason == "tool_calls"
 
 
 async def test_response_format_json_object(client: openai.AsyncOpenAI, path: Path) -> None:
