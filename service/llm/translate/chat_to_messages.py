@@ -132,8 +132,8 @@ def chat_request_to_messages(
 
     ``model`` is the provider's model (it replaces ``body["model"]``); ``default_max_tokens``
     applies when the request sets neither ``max_tokens`` nor ``max_completion_tokens``
-    (Anthropic requires a limit).  Texts and schemas pass through as the same
-    objects (nothing is copied that needs no translation).
+    (Anthropic requires a limit).  Texts and schemas pass through as the same objects
+    (nothing is copied that needs no translation).
 
     Raises :class:`UntranslatableError` naming the first field with no counterpart, or with a
     shape the translation cannot read.  Pure: no I/O, and ``body`` is not modified.
@@ -147,7 +147,7 @@ def chat_request_to_messages(
             refuse(key, "is not a Chat Completions field that translates to Anthropic")
         neutral, reason = rule
         if not neutral(value):
-            refuse(key, f"has no Anthropic counterpart: {reason}")
+            refuse(key, reason)
 
     out: dict[str, Any] = {"model": model, "max_tokens": _max_tokens(body, default_max_tokens)}
     system, turns = _messages(list_at(body.get("messages"), "messages"))

@@ -17,8 +17,8 @@ Choices made where the formats differ:
 - ``thinking`` and ``redacted_thinking`` blocks in earlier assistant turns are left out: they are
   the model's own notes, which Chat has no way to send back and no other model can read (their
   signatures are Anthropic's).  Asking for thinking (the ``thinking`` parameter) is refused.
-- ``cache_control`` marks are left out: they tell Anthropic where to cache, OpenAI caches
-  prompts by itself.
+- ``cache_control`` marks (on blocks, tools, or the whole request) are left out: they tell
+  Anthropic where to cache, OpenAI caches prompts by itself.
 - ``metadata.user_id`` becomes ``user``.
 - A stream asks for ``stream_options.include_usage`` so that ``message_delta`` has the counts.
 - ``output_config.format`` (Anthropic's JSON schema output) becomes ``response_format``
@@ -57,6 +57,7 @@ _TRANSLATED = frozenset(
         "tool_choice",
         "metadata",
         "output_config",
+        "cache_control",  # consumed: see the module docstring
     }
 )
 
@@ -70,7 +71,6 @@ _REFUSED = {
     "service_tier": "service tiers differ per provider",
     "inference_geo": "inference regions differ per provider",
     "speed": "Chat Completions has no speed setting",
-    "cache_control": "OpenAI caches prompts by itself",
     "diagnostics": "diagnostics are Anthropic's own",
     "user_profile_id": "user profiles are Anthropic's own",
     "workspace_id": "workspaces are Anthropic's own",
@@ -92,7 +92,7 @@ def messages_request_to_chat(body: dict[str, Any], *, model: str) -> dict[str, A
             refuse(key, "is not a Messages field that translates to Chat Completions")
         if key == "thinking" and isinstance(value, dict) and value.get("type") == "disabled":
             continue
-        refuse(key, f"has no Chat Completions counterpart: {reason}")
+        refuse(key, reason)
 
     messages: list[dict[str, Any]] = []
     if body.get("system") is not None:

@@ -91,6 +91,11 @@ PARAMETER_RULES: list[tuple[str, dict[str, Any], dict[str, Any]]] = [
         },
     ),
     ("thinking disabled asks nothing", {"thinking": {"type": "disabled"}}, {}),
+    (
+        "top-level cache_control is a hint for Anthropic only",
+        {"cache_control": {"type": "ephemeral"}},
+        {},
+    ),
     ("null fields", {"top_k": None, "system": None, "brand_new": None}, {}),
 ]
 
@@ -306,7 +311,6 @@ REFUSALS: list[tuple[str, dict[str, Any], str]] = [
         {"mcp_servers": [{"type": "url", "url": "https://x", "name": "m"}]},
         "mcp_servers",
     ),
-    ("top-level cache_control", {"cache_control": {"type": "ephemeral"}}, "cache_control"),
     ("service_tier", {"service_tier": "auto"}, "service_tier"),
     ("an unknown field", {"brand_new": 1}, "brand_new"),
     ("metadata other than user_id", {"metadata": {"trace": "t"}}, "metadata.trace"),
