@@ -6,7 +6,8 @@ wire) and ``<tag>b`` (Anthropic wire), and these routes:
 - ``gpt``: a (as model ``gpt-upstream``), falling back to b (an OpenAI route with an Anthropic
   fallback);
 - ``claude``: b, falling back to a (an Anthropic route with an OpenAI fallback);
-- ``solo``: a alone (for rate limits and open breakers with nowhere to go).
+- ``solo``: a alone (for rate limits and open breakers with nowhere to go);
+- ``haiku``: b alone (an Anthropic route with no OpenAI-wire provider).
 
 The ``path`` fixture runs each test twice: once as is (``primary``), once with the route's
 primary down (``fallback``: the simulator fails every call of that wire format), so that the
@@ -97,6 +98,9 @@ fallbacks = ["{tag}a"]
 
 [routes.solo]
 provider = "{tag}a"
+
+[routes.haiku]
+provider = "{tag}b"
 
 [simulator]
 mode = "on"

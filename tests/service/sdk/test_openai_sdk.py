@@ -236,6 +236,17 @@ async def test_embeddings(client: openai.AsyncOpenAI, path: Path) -> None:
     ]
 
 
+async def test_embeddings_go_to_the_openai_wire_providers_of_a_route(
+    client: openai.AsyncOpenAI, gateway: Harness
+) -> None:
+    answer = await client.embeddings.create(model="claude", input="hello")  # its fallback, a
+    assert answer.data[0].embedding == pytest.approx(embedding("hello", 16))
+    assert gateway.simulator.apis["anthropic"].requests == 0
+    with pytest.raises(openai.BadRequestError) as caught:  # b alone: nobody to ask
+        await client.embeddings.create(model="haiku", input="hello")
+    assert "embeddings" in str(caught.value.message)
+
+
 async def test_unknown_parameters_pass_through_or_are_refused_by_name(
     client: openai.AsyncOpenAI, path: Path
 ) -> None:
