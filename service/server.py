@@ -9,9 +9,11 @@ what is missing around aiohttp, in three pieces:
 - :class:`GuardedHandler`, aiohttp's per-connection ``RequestHandler`` subclassed: it counts
   open connections and refuses those beyond ``max_connections`` with a 503 written straight to
   the socket; it closes a connection whose request head is not complete ``header_timeout``
-  seconds after it began (408); and it answers aiohttp's own parse errors (bad method,
-  oversized URL or header) with the service's JSON error, logged at INFO, where aiohttp would
-  answer text/plain and log an ERROR with a traceback for each.
+  seconds after it began (408; a connection that sent nothing is closed without an answer,
+  which a client's connection pool would mistake for the answer to its next request); and it
+  answers aiohttp's own parse errors (bad method, oversized URL or header) with the service's
+  JSON error, logged at INFO, where aiohttp would answer text/plain and log an ERROR with a
+  traceback for each.
 - :func:`edges`, the innermost middleware: the body limit of the route (``/v1/*`` carries
   images, everything else is small), a deadline for receiving the body (408), and the registry
   of in-flight requests, which shutdown cuts with a clean 503 JSON error (or, for a stream
@@ -204,12 +206,13 @@ class GuardedHandler(RequestHandler):
     """aiohttp's connection handler with a connection cap, a request-head deadline, and JSON
     answers to malformed requests (see the module docstring)."""
 
-    __slots__ = ("_edge", "_head_timer", "_refused")
+    __slots__ = ("_edge", "_head_began", "_head_timer", "_refused")
 
     def __init__(self, manager: web.Server, *, edge: Edge, **kwargs: Any) -> None:
         super().__init__(manager, **kwargs)
         self._edge = edge
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_began = False
         self._refused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -252,12 +255,14 @@ class GuardedHandler(RequestHandler):
         # Idle between requests (waiting for the next one) and bytes arrive: a head begins.
         if self._head_timer is None and self._waiter is not None:
             self._arm_head_timer()
+        self._head_began = True
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a whole head arrived (or a parse error)
             self._disarm_head_timer()
 
     def _arm_head_timer(self) -> None:
+        self._head_began = False
         self._head_timer = self._loop.call_later(
             self._edge.section.header_timeout, self._head_timed_out
         )
@@ -275,6 +280,11 @@ class GuardedHandler(RequestHandler):
         edge.counts["header_timeouts"] += 1
         timeout = edge.section.header_timeout
         edge.log_header_timeout(timeout, self.peername)
+        if not self._head_began:
+            # Not a byte since the connection opened: close without an answer, which a
+            # client's connection pool would take as the answer to its next request.
+            self.force_close()
+            return
         # No request is under way (the timer only runs between requests), so nothing else
         # writes to this transport.
         self.transport.write(

@@ -119,6 +119,18 @@ async def test_a_slow_header_flood_is_closed_while_health_keeps_answering(
         assert service.edge.statistics()["header_timeouts"] >= flood
 
 
+async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(tag: str) -> None:
+    config = parse_config(config_text(tag, service="header_timeout = 0.3"), environ={})
+    async with serving(config) as service:
+        host, port = service.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        with anyio.fail_after(5):
+            assert await reader.read() == b""  # closed, and no stray 408 for a pool to misread
+        writer.close()
+        assert service.edge is not None
+        assert service.edge.statistics()["header_timeouts"] == 1
+
+
 async def test_connections_beyond_the_cap_are_answered_503_and_closed(
     tag: str, http: aiohttp.ClientSession
 ) -> None:
