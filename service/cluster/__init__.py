@@ -71,6 +71,13 @@ simpler than batched buckets but puts a network round trip beside every call.
 
 from __future__ import annotations
 
+from actors.extras import missing_extra
+
+try:
+    import redis.asyncio  # noqa: F401  (present only with the extra)
+except ImportError as exc:
+    raise missing_extra("redis", "cluster", "breakerd's cluster mode") from exc
+
 from service.cluster.counting import counted_cluster_wide, slow_calls
 from service.cluster.keys import Keys
 from service.cluster.link import LinkStatus, RedisCluster, redact_url

@@ -27,6 +27,7 @@ def run_blocked(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProc
         (("aiohttp",), "service.http", "service"),
         (("aiohttp",), "service.lifecycle", "service"),
         (("opentelemetry", "opentelemetry.metrics"), "telemetry", "otel"),
+        (("redis", "redis.asyncio"), "service.cluster", "cluster"),
     ],
 )
 def test_a_missing_extra_is_named(blocked: tuple[str, ...], module: str, extra: str) -> None:
