@@ -202,3 +202,17 @@ port = 0
         status, body = await get(http, f"{service.url}/health")
         assert status == 503 and body["readiness"]["ready"] is False
         assert (await get(http, f"{service.url}/livez"))[0] == 200
+
+
+async def test_a_provider_in_a_rate_limit_cooldown_is_not_available(harness: Harness) -> None:
+    harness.simulator.control(api="openai", error_rate=1.0, status=429, retry_after=30)
+    try:
+        status, _, _ = await harness.chat("solo")
+        assert status == 429
+    finally:
+        harness.simulator.control(reset=True)
+    status, body = await get(harness.http, f"{harness.url}/readyz")
+    assert status == 503
+    (solo,) = body["unservable"]  # "chat" falls back to b
+    assert solo["route"] == "solo"
+    assert solo["providers"][0]["reason"].startswith("rate-limit cooldown")
