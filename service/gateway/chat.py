@@ -189,6 +189,7 @@ async def handle(route_of: RouteOf, request: web.Request) -> web.StreamResponse:
     """The handler; ``route_of(model)`` finds the route (404 when there is none)."""
     fields = await read_fields(request)
     route: Route = route_of(string_field(fields, "model"))
+    note(request, route, None)  # the access log and metrics name the route, failures included
     require_list(fields, "messages")
     call = ChatCall(route, fields)
     chain = route.client.chain

@@ -37,6 +37,7 @@ def _serves_embeddings(link: Link) -> bool:
 async def handle(route_of: RouteOf, request: web.Request) -> web.Response:
     fields = await read_fields(request)
     route = route_of(string_field(fields, "model"))
+    note(request, route, None)  # the access log and metrics name the route, failures included
     if "input" not in fields:
         raise Problem(400, "input: required", param="input")
     links = [link for link in route.client.chain.links if _serves_embeddings(link)]

@@ -201,6 +201,7 @@ async def handle(route_of: RouteOf, request: web.Request) -> web.StreamResponse:
     try:
         fields = await read_fields(request)
         route = route_of(string_field(fields, "model"))
+        note(request, route, None)  # the access log and metrics name the route, failures included
         require_list(fields, "messages")
         call = MessagesCall(route, fields)
         chain = route.client.chain
