@@ -381,7 +381,9 @@ async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
     )
     stream: web.StreamResponse | None = request.get(_STREAM)
     if stream is None:
-        raise problem
+        # Answered here, not raised: shutdown logs one line for all of them (Edge.cut_in_flight's
+        # caller), where the error middleware would log a warning per request.
+        return problem.response()
     # The answer is under way: the client can only be told inside the stream.
     with contextlib.suppress(ConnectionError, RuntimeError):
         await stream.write(sse_error(problem))
