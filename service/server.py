@@ -253,7 +253,7 @@ class GuardedHandler(RequestHandler):
         if self._refused:
             return  # whatever a refused client still sends is dropped
         # Idle between requests (waiting for the next one) and bytes arrive: a head begins.
-        if self._head_timer is None and self._waiter is not None:
+        if self._head_timer is None and self._waiter is not None and not self._close:
             self._arm_head_timer()
         self._head_began = True
         parsed = self._request_count
@@ -274,7 +274,7 @@ class GuardedHandler(RequestHandler):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.transport is None or self._force_close:
+        if self.transport is None or self._force_close or self._close:
             return
         edge = self._edge
         edge.counts["header_timeouts"] += 1
