@@ -5,3 +5,10 @@ Modules: ``errors`` (error classes and the fault mapping), ``schema`` (requests 
 ``provider`` (one HTTP exchange), ``sessions`` (one HTTP session per loop), ``facade`` (the sync
 facade's loop thread), ``stream`` (streamed answers), ``client`` (breakers and the chain).
 """
+
+from actors.extras import missing_extra
+
+try:
+    import aiohttp  # noqa: F401  (present only with the extra)
+except ImportError as exc:
+    raise missing_extra("aiohttp", "service", "breakerd's LLM client") from exc

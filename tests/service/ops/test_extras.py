@@ -26,6 +26,7 @@ def run_blocked(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProc
     [
         (("aiohttp",), "service.http", "service"),
         (("aiohttp",), "service.lifecycle", "service"),
+        (("aiohttp",), "service.llm_client", "service"),
         (("opentelemetry", "opentelemetry.metrics"), "telemetry", "otel"),
         (("redis", "redis.asyncio"), "service.cluster", "cluster"),
     ],
