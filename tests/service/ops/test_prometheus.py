@@ -2,7 +2,7 @@
 through an outage cycle; its query API then agrees with ``/breakers``.
 
 Our own server, not the Debian package's service: a config pointing at the service's
-ephemeral port, a 1 s scrape interval, storage in the test's temporary directory, and the web
+ephemeral port, a 0.5 s scrape interval, storage in the test's temporary directory, and the web
 API on a free loopback port.  Every wait has a deadline.
 """
 
@@ -34,14 +34,14 @@ def free_port() -> int:
 
 @pytest.fixture
 def prometheus(quick: Harness, tmp_path: Path) -> Iterator[str]:
-    """A Prometheus scraping ``quick`` every second; yields its base URL."""
+    """A Prometheus scraping ``quick`` twice a second; yields its base URL."""
     target = quick.url.removeprefix("http://")
     config = tmp_path / "prometheus.yml"
     config.write_text(
         f"""
 global:
-  scrape_interval: 1s
-  scrape_timeout: 900ms
+  scrape_interval: 500ms
+  scrape_timeout: 450ms
 scrape_configs:
   - job_name: breakerd
     static_configs:
