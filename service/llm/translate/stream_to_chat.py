@@ -13,6 +13,10 @@ ones only ``arguments`` fragments); a chunk with an empty delta and the ``finish
 ``usage`` (at ``message_stop``), and ``"usage": null`` on every chunk before it, as OpenAI
 sends them.
 
+With ``structured``, text blocks are held until ``message_delta``, so that the stream says what
+the non-stream answer says: text beside the forced tool's input is dropped (the input is the
+answer), a refusal goes to ``delta.refusal``, other text to ``delta.content``.
+
 An ``error`` event becomes an OpenAI error chunk (``{"error": {"message", "type", ...}}``, what
 OpenAI sends mid-stream) and ends the stream; ``ping`` and event types added later produce
 nothing.
@@ -30,6 +34,7 @@ __all__ = ["MessagesStreamToChat"]
 _TEXT = -1
 _STRUCTURED = -2
 _SKIPPED = -3
+_HELD = -4  # text beside a structured answer: held until the stop reason says what it is
 # (a tool call's block maps to its tool call index, 0 and up)
 
 
@@ -43,8 +48,10 @@ class MessagesStreamToChat:
     """
 
     __slots__ = (
+        "_answered",
         "_blocks",
         "_created",
+        "_held",
         "_id",
         "_include_usage",
         "_model",
@@ -73,6 +80,8 @@ class MessagesStreamToChat:
         self._tool_calls = 0
         self._usage: dict[str, Any] = {}
         self._role_sent = False
+        self._held: list[str] = []
+        self._answered = False  # a structured answer's tool block has started
         #: True once ``message_stop`` (or ``error``) has arrived.
         self.done = False
 
@@ -98,7 +107,9 @@ class MessagesStreamToChat:
                     {k: v for k, v in (data.get("usage") or {}).items() if v is not None}
                 )
                 stop = (data.get("delta") or {}).get("stop_reason")
-                chunks = [] if self._role_sent else [self._chunk(self._opening({"content": ""}))]
+                chunks = self._release_held(stop)
+                if not self._role_sent:
+                    chunks.append(self._chunk(self._opening({"content": ""})))
                 chunks.append(self._chunk({}, finish_reason(stop, structured=self._structured)))
                 return chunks
             case "message_stop":
@@ -124,6 +135,10 @@ class MessagesStreamToChat:
 
     def _start(self, index: int, block: dict[str, Any]) -> list[dict[str, Any]]:
         match block.get("type"):
+            case "text" if self._structured:
+                self._blocks[index] = _HELD
+                self._held.append(block.get("text") or "")
+                return []
             case "text":
                 self._blocks[index] = _TEXT
                 text = block.get("text") or ""
@@ -132,6 +147,7 @@ class MessagesStreamToChat:
                 return [self._chunk(self._opening({"content": text}))]
             case "tool_use" if self._structured:
                 self._blocks[index] = _STRUCTURED
+                self._answered = True
                 return [] if self._role_sent else [self._chunk(self._opening({"content": ""}))]
             case "tool_use":
                 call = self._tool_calls
@@ -153,6 +169,9 @@ class MessagesStreamToChat:
         if kind == "text_delta" and target == _TEXT:
             text = delta.get("text")
             return [self._chunk({"content": text})] if text else []
+        if kind == "text_delta" and target == _HELD:
+            self._held.append(delta.get("text") or "")
+            return []
         if kind != "input_json_delta" or not delta.get("partial_json"):
             return []  # thinking, signature and citation deltas; Anthropic's opening ""
         fragment = delta["partial_json"]
@@ -165,6 +184,15 @@ class MessagesStreamToChat:
                 )
             ]
         return []
+
+    def _release_held(self, stop: str | None) -> list[dict[str, Any]]:
+        """The text held beside a structured answer, as the non-stream translation reports it:
+        nothing when the forced tool answered, ``refusal`` when the model refused, else
+        ``content``."""
+        text = "".join(self._held)
+        if self._answered or not text:
+            return []
+        return [self._chunk(self._opening({"refusal" if stop == "refusal" else "content": text}))]
 
     def _opening(self, delta: dict[str, Any]) -> dict[str, Any]:
         """``delta`` as the stream's first (with the role), or as it is once the role is sent

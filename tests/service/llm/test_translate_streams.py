@@ -22,6 +22,7 @@ from service.llm.translate import (
     ChatStreamToMessages,
     MessagesStreamToChat,
     UntranslatableError,
+    messages_response_to_chat,
 )
 
 Event = tuple[str, dict[str, Any]]
@@ -654,3 +655,68 @@ def test_a_call_delta_with_nothing_to_attach_to_is_refused() -> None:
             o({"tool_calls": [{"function": {"arguments": "{}"}}]})
         )
     assert caught.value.field == "tool_calls"
+
+
+STRUCTURED_REFUSAL: list[Event] = [
+    a_start(),
+    a_block(0, TEXT_BLOCK),
+    a_text(0, "I can't "),
+    a_text(0, "help with that."),
+    a_stop(0),
+    *a_end("refusal", 7),
+]
+STRUCTURED_WITH_PREAMBLE: list[Event] = [
+    a_start(),
+    a_block(0, TEXT_BLOCK),
+    a_text(0, "Here it is:"),
+    a_stop(0),
+    a_tool(1, "toolu_1", "city"),
+    a_json(1, '{"name": "Paris", '),
+    a_json(1, '"population": 2100000}'),
+    a_stop(1),
+    *a_end("tool_use", 20),
+]
+STRUCTURED_CUT_SHORT: list[Event] = [
+    a_start(),
+    a_block(0, TEXT_BLOCK),
+    a_text(0, "Let me think"),
+    a_stop(0),
+    *a_end("max_tokens", 3),
+]
+
+
+@pytest.mark.parametrize(
+    ("events", "content", "refusal", "finish"),
+    [
+        (ANTHROPIC_STRUCTURED, '{"name": "Paris", "population": 2100000}', None, "stop"),
+        (STRUCTURED_REFUSAL, None, "I can't help with that.", "content_filter"),
+        (STRUCTURED_WITH_PREAMBLE, '{"name": "Paris", "population": 2100000}', None, "stop"),
+        (STRUCTURED_CUT_SHORT, "Let me think", None, "length"),
+    ],
+    ids=["the tool's input", "a refusal", "text beside the input is dropped", "cut short"],
+)
+def test_a_structured_stream_says_what_the_structured_answer_says(
+    events: list[Event], content: str | None, refusal: str | None, finish: str
+) -> None:
+    # Assembled by hand: the SDK's assembler raises on content_filter and length, by design.
+    chunks = [ChatCompletionChunk.model_validate(c) for c in to_chat(events, structured=True)]
+    deltas = [chunk.choices[0].delta for chunk in chunks if chunk.choices]
+    streamed_content = "".join(d.content for d in deltas if d.content is not None) or None
+    streamed_refusal = "".join(d.refusal for d in deltas if d.refusal is not None) or None
+    finishes = [
+        c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason
+    ]
+    assert (streamed_content, streamed_refusal, finishes) == (content, refusal, [finish])
+    # The same answer, not streamed (the input as compact JSON: the stream keeps Anthropic's text).
+    answer = messages_assembled(events).model_dump(exclude_none=True)
+    whole = messages_response_to_chat(answer, model="m", structured=True, created=1)["choices"][0]
+    compact = (
+        None
+        if content is None or not content.startswith("{")
+        else '{"name":"Paris","population":2100000}'
+    )
+    assert (whole["message"]["content"], whole["message"]["refusal"], whole["finish_reason"]) == (
+        compact or content,
+        refusal,
+        finish,
+    )
