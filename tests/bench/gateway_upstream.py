@@ -62,6 +62,8 @@ def _events() -> list[bytes]:
 
 COMPLETION = _completion()
 EVENTS = _events()
+
+
 class _Ask(msgspec.Struct):
     stream: bool = False
 
