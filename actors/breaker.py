@@ -257,6 +257,20 @@ class BreakerActor(Actor):
             raise BreakerRemovedError(self.name)
         return super()._ask_inline(message)
 
+    def last_activity(self, since: float) -> float | None:
+        """The later of ``since`` and this breaker's last outcome or state change (monotonic
+        seconds), after what is pending; None if it must not be evicted: not CLOSED, forced,
+        or probing.  Runtime's thread only (see ``actors.eviction``)."""
+        data = self._data
+        if data is None:
+            return since
+        if self._mailbox or self._tallies:
+            self._drain()
+        if data.state is not CLOSED or data.forced or data.probes_in_flight:
+            return None
+        moments = (data.last_success_at, data.last_failure_at, data.state_changed_at)
+        return max((since, *(moment for moment in moments if moment is not None)))
+
     def retire(self, epoch: float, *, evicted: bool = False) -> None:
         """Leave the system (runtime's thread only): apply every pending outcome, stop the
         timer, send callers to :class:`BreakerRemovedError`, and publish ``BreakerRemoved``."""

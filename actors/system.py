@@ -29,6 +29,7 @@ from actors.clock import Clock, MonotonicClock
 from actors.cluster import ClusterLink
 from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig, interned
 from actors.errors import ActorSystemClosedError
+from actors.eviction import Eviction, check_limits
 from actors.machine import BreakerData
 from actors.messages import Command, ProbeLeaseDecided, UseLocalCounts
 from actors.runtime import Actor, Runtime
@@ -40,7 +41,11 @@ Reader = Callable[[str, BreakerData | None, float, float], T]
 
 
 class ActorSystem:
-    """Hosts breaker actors (and any other actor) on one event loop."""
+    """Hosts breaker actors (and any other actor) on one event loop.
+
+    ``max_idle`` (seconds) and ``max_breakers`` turn on eviction of named breakers that are
+    idle or least recently used (see ``actors.eviction``); both are off by default.
+    """
 
     def __init__(
         self,
@@ -48,8 +53,11 @@ class ActorSystem:
         clock: Clock | None = None,
         name: str = "breakerd",
         cluster: ClusterLink | None = None,
+        max_idle: float | None = None,
+        max_breakers: int | None = None,
         _floating: bool = False,
     ) -> None:
+        check_limits(max_idle, max_breakers)
         self.name = name
         self.cluster: ClusterLink | None = None
         self._pending_cluster = cluster
@@ -65,6 +73,9 @@ class ActorSystem:
         self._cluster_scope: anyio.CancelScope | None = None
         self._create_lock = threading.Lock()  # guards the name table, not breaker state
         self._batch_actor: _Batcher | None = None
+        self._eviction: Eviction | None = None
+        if max_idle is not None or max_breakers is not None:
+            self._eviction = Eviction(max_idle, max_breakers)
 
     def __repr__(self) -> str:
         return f"<ActorSystem {self.name!r} breakers={len(self._breakers)} {self.runtime!r}>"
@@ -145,8 +156,14 @@ class ActorSystem:
             raise ValueError(f"name: expected a non-empty string, got {name!r}")
         if config is not None and not isinstance(config, CircuitBreakerConfig):
             raise TypeError(f"config: expected CircuitBreakerConfig, got {type(config).__name__}")
+        eviction = self._eviction
         with self._create_lock:
             existing = self._breakers.get(name)
+            if eviction is not None:
+                now = self.clock.now()
+                eviction.touch(name, now)
+                sweep = eviction.due(now, len(self._breakers) + (existing is None))
+            created = existing is None
             if existing is None:
                 existing = self._create(name, config or DEFAULT_CONFIG, cls, None)
                 self._breakers[name] = existing
@@ -155,7 +172,10 @@ class ActorSystem:
                     # Only named breakers join: the link reaches breakers by name.
                     existing._actor.join_cluster(cluster)
                     cluster.breaker_joined(name)
-                return existing
+        if eviction is not None and sweep:
+            self._evict_soon()  # outside the lock: the sweep takes it
+        if created:
+            return existing
         if config is not None and config != existing.config:
             raise ValueError(
                 f"circuit breaker {name!r} already exists with a different config "
@@ -279,11 +299,56 @@ class ActorSystem:
         """
         with self._create_lock:
             breaker = self._breakers.pop(name, None)
+            if self._eviction is not None:
+                self._eviction.forget(name)
         if breaker is None:
             return False
         if not self.runtime.closed:
             self._batcher().ask(_Call(lambda now, epoch: breaker._actor.retire(epoch)))
         return True
+
+    def evict_idle(self) -> list[str]:
+        """Evict now what ``max_idle`` and ``max_breakers`` say must go (see
+        ``actors.eviction``); the names evicted, oldest first.  Any thread."""
+        if self._eviction is None or self.runtime.closed:
+            return []
+        evicted: list[str] = self._batcher().ask(_Call(self._sweep))
+        return evicted
+
+    def _evict_soon(self) -> None:
+        """A lookup found a sweep due: run it on the runtime's thread without waiting."""
+        if not self.runtime.closed:
+            self._batcher().tell(_Call(self._sweep))
+
+    def _sweep(self, now: float, epoch: float) -> list[str]:
+        eviction = self._eviction
+        assert eviction is not None
+        with self._create_lock:
+            names, over = eviction.candidates(now, len(self._breakers))
+            eviction.last_sweep = now
+        idle_before = eviction.idle_before(now)
+        evicted: list[str] = []
+        for name in names:
+            with self._create_lock:
+                breaker = self._breakers.get(name)
+                touched = eviction.touched.get(name)
+            if breaker is None or touched is None:
+                continue
+            last = breaker._actor.last_activity(touched)
+            if last is None:  # OPEN, HALF_OPEN, forced or probing: never evicted
+                continue
+            if len(evicted) < over or last <= idle_before:
+                with self._create_lock:
+                    if self._breakers.get(name) is not breaker:
+                        continue  # removed meanwhile
+                    del self._breakers[name]
+                    eviction.forget(name)
+                breaker._actor.retire(epoch, evicted=True)
+                evicted.append(name)
+            elif last > touched:
+                with self._create_lock:  # used through a held handle: now in its place
+                    eviction.touch(name, last)
+        return evicted
 
     def breakers(self) -> dict[str, Breaker]:
         """Every named breaker of this system."""
