@@ -855,6 +855,12 @@ class Breaker:
     # -- management and state (async source, sync mirror) -------------------------------------
 
     @property
+    def published_state(self) -> CircuitState:
+        """The state callers are being admitted by, without asking the actor (so it may not
+        yet show a transition whose timer has fired but not been handled)."""
+        return self._actor.gate.state
+
+    @property
     def state(self) -> CircuitState:
         """The actor's current state (an ask: it sees timer transitions already posted)."""
         return self.metrics.state

@@ -28,7 +28,7 @@ from actors.bus import EventBus
 from actors.clock import Clock, MonotonicClock
 from actors.cluster import ClusterLink
 from actors.config import DEFAULT_CONFIG, CircuitBreakerConfig, interned
-from actors.errors import ActorSystemClosedError
+from actors.errors import ActorSystemClosedError, ConfigurationError
 from actors.eviction import Eviction, check_limits
 from actors.machine import BreakerData
 from actors.messages import Command, ProbeLeaseDecided, UseLocalCounts
@@ -306,6 +306,23 @@ class ActorSystem:
         if not self.runtime.closed:
             self._batcher().ask(_Call(lambda now, epoch: breaker._actor.retire(epoch)))
         return True
+
+    def enable_eviction(
+        self, *, max_idle: float | None = None, max_breakers: int | None = None
+    ) -> None:
+        """Turn on (or change) eviction after construction, as the constructor's arguments
+        do; the breakers already registered count as used now.  Any thread."""
+        check_limits(max_idle, max_breakers)
+        if max_idle is None and max_breakers is None:
+            raise ConfigurationError("enable_eviction: give max_idle, max_breakers or both")
+        now = self.clock.now()
+        with self._create_lock:
+            eviction = Eviction(max_idle, max_breakers)
+            if self._eviction is not None:
+                eviction.touched = self._eviction.touched
+            else:
+                eviction.touched = dict.fromkeys(self._breakers, now)
+            self._eviction = eviction
 
     def evict_idle(self) -> list[str]:
         """Evict now what ``max_idle`` and ``max_breakers`` say must go (see
