@@ -11,11 +11,12 @@ from actors.errors import (
     ActorCrashedError,
     ActorSystemClosedError,
     BreakerError,
+    BreakerRemovedError,
     CallTimeoutError,
     CircuitBreakerOpenError,
     ConfigurationError,
 )
-from actors.events import CallsRecorded, ConfigChanged, Event, StateChanged
+from actors.events import BreakerRemoved, CallsRecorded, ConfigChanged, Event, StateChanged
 from actors.runtime import Actor, Runtime
 from actors.snapshot import CircuitBreakerMetrics
 from actors.system import ActorSystem, default_system
@@ -29,6 +30,8 @@ __all__ = [
     "Breaker",
     "BreakerActor",
     "BreakerError",
+    "BreakerRemoved",
+    "BreakerRemovedError",
     "CallTimeoutError",
     "CallsRecorded",
     "CircuitBreakerConfig",

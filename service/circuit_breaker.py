@@ -21,6 +21,7 @@ from actors.errors import (
     ActorCrashedError,
     ActorSystemClosedError,
     BreakerError,
+    BreakerRemovedError,
     CallTimeoutError,
     CircuitBreakerOpenError,
     ConfigurationError,
@@ -34,9 +35,9 @@ T = TypeVar("T")
 __all__ = [
     "ActorCrashedError",
     "ActorSystem",
-    "BreakerRemovedError",
     "ActorSystemClosedError",
     "BreakerError",
+    "BreakerRemovedError",
     "CallTimeoutError",
     "CircuitBreaker",
     "CircuitBreakerConfig",
@@ -49,6 +50,7 @@ __all__ = [
     "get_circuit_breaker",
     "get_event_bus",
     "guarded_async",
+    "remove_circuit_breaker",
 ]
 
 

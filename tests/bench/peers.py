@@ -354,6 +354,20 @@ class Breakerd(Peer):
         return self._module.ActorSystem()
 
 
+class BreakerdOwnConfig(Breakerd):
+    """breakerd as ``CircuitBreaker(CircuitBreakerConfig(...), name)`` in a loop builds it: a
+    config object of its own per breaker (row 5's second figure; equal configs are interned)."""
+
+    name = "breakerd, own config"
+
+    def new(self, name: str) -> Any:
+        module = self._module
+        config = module.CircuitBreakerConfig(
+            failure_threshold=THRESHOLD, timeout_duration=float(OPEN_SECONDS)
+        )
+        return module.CircuitBreaker(config, name=name)
+
+
 PEER_TYPES: tuple[type[Peer], ...] = (
     PyBreaker,
     AioBreaker,
