@@ -93,7 +93,7 @@ class CircuitBreakerConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unk
       last ``sliding_window_size`` calls if set, else over ``monitoring_window`` seconds, once
       the window holds ``minimum_calls`` calls (so ``sliding_window_size`` must be at least
       ``minimum_calls``).  Rates are evaluated after every outcome, successes included; every
-      change to CLOSED (recovery, reset, a forced close) starts the windows afresh.
+      unforced change to CLOSED (recovery, reset) starts the windows afresh.
     - ``slow_call_duration`` / ``slow_call_rate_threshold``: calls slower than the duration are
       slow; open when the slow share reaches the threshold (same window and minimum).
     - ``call_timeout``: an async call running longer is cancelled and fails with

@@ -200,8 +200,8 @@ class HealthAggregator(Actor):
                 entry = self._entry(name)
                 if at >= entry.entered_at:
                     entry.state, entry.entered_at, entry.forced = state, at, forced
-                    if state is CircuitState.CLOSED:
-                        entry.failure_rate = 0.0  # a close starts the rate window afresh
+                    if state is CircuitState.CLOSED and not forced:
+                        entry.failure_rate = 0.0  # an unforced close starts the window afresh
             case CallsRecorded(breaker=name, failure_rate=failure_rate, state=state):
                 entry = self._entry(name)
                 entry.failure_rate = failure_rate

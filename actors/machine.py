@@ -581,15 +581,17 @@ def _transition(
     elif to_state is HALF_OPEN and config.max_half_open_duration is not None:
         actions.append(StartTimer(now + config.max_half_open_duration, data.generation))
     elif to_state is CLOSED:
-        # A closed breaker starts with fresh metrics (as in resilience4j): the outage's
-        # failures must not count against the recovered upstream.  Outcomes of calls admitted
-        # before the close still arrive late; they land in the new windows but, being late,
-        # never trip the breaker themselves.
         data.consecutive_failures = 0
         data.break_duration = None
-        data.window = None
-        data.count_window = None
-        data.cluster_counts = None
+        if not data.forced:
+            # A closed breaker starts with fresh metrics (as in resilience4j): the outage's
+            # failures must not count against the recovered upstream.  Outcomes of calls
+            # admitted before the close still arrive late; they land in the new windows but,
+            # being late, never trip the breaker themselves.  A forced close keeps them: it
+            # holds CLOSED whatever the rates say, and observers still see how it fares.
+            data.window = None
+            data.count_window = None
+            data.cluster_counts = None
     actions.append(
         Publish(
             StateChanged(

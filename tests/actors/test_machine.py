@@ -908,3 +908,15 @@ def test_a_late_failure_after_recovery_is_counted_but_never_reopens(
     assert metrics(data, later, config).failure_rate == 1.0  # in the new window
     events = published(fail(data, later, config=config))  # a current failure judges it
     assert [event.reason for event in events] == ["failure_rate"]
+
+
+def test_a_forced_close_keeps_the_windows_and_a_reset_clears_them() -> None:
+    config = CircuitBreakerConfig(**RECOVERY, minimum_calls=2)
+    data = BreakerData("m")
+    feed(data, "SFF", config)
+    assert data.state is OPEN
+    run(data, ForceClose(), T0 + 1, config)
+    assert metrics(data, T0 + 1, config).failure_rate == pytest.approx(2 / 3)
+    assert published(fail(data, T0 + 1, config=config)) == []  # forced: rates never open it
+    run(data, Reset(), T0 + 2, config)
+    assert metrics(data, T0 + 2, config).failure_rate == 0.0

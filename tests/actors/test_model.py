@@ -142,11 +142,12 @@ class Model:
         self.open_until = self.now + self.next_break(reason) if opening else None
         limit = self.config.max_half_open_duration
         self.half_open_until = self.now + limit if to is HALF_OPEN and limit else None
-        if to is CLOSED:  # a closed breaker starts with fresh windows
+        if to is CLOSED:
             self.consecutive = 0
             self.break_duration = None
-            self.rated = []
-            self.calls.clear()
+            if not self.forced:  # an unforced close starts with fresh windows
+                self.rated = []
+                self.calls.clear()
 
     def next_break(self, reason: str) -> float:
         base = self.config.timeout_duration
