@@ -164,10 +164,15 @@ async def test_garbage_in_the_keys_never_stops_propagation(
         mapping={"generation": "5", "record": text(good(breaker="other", generation=5))},
     )
     main_redis.hset(f"{ns}:state:negative", mapping={"generation": "-3", "record": "[]"})
+    main_redis.hset(f"{ns}:state:deep", mapping={"generation": "3", "record": deep(2000)})
+    main_redis.hset(
+        f"{ns}:state:oversized",
+        mapping={"generation": "3", "record": text(good(breaker="oversized", origin="o" * 10**5))},
+    )
     main_redis.hset(f"{ns}:lease:wrongtype", mapping={"holder": "x"})
     for key in main_redis.scan_iter(match=f"{ns}:*"):
         main_redis.expire(key, 60)  # tidy even if the test fails half-way
-    names = ["wrongtype", "huge", "ahead", "stolen", "negative"]
+    names = ["wrongtype", "huge", "ahead", "stolen", "negative", "deep", "oversized"]
 
     link_a, link_b = link(ns, "a"), link(ns, "b")
     async with ActorSystem(cluster=link_a) as first, ActorSystem(cluster=link_b) as second:
