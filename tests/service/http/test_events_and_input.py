@@ -98,29 +98,13 @@ BAD_INPUTS = [
     (b"{not json", 400, "request body is not valid JSON"),
     (b"", 400, "request body is empty"),
     (b"[1, 2]", 400, "Expected `object`, got `array`"),
-    (b'{"model": "chat"}', 400, "missing required field `messages`"),
-    (b'{"model": "chat", "messages": "hi"}', 400, "Expected `array`, got `str` - at `messages`"),
-    (b'{"model": "chat", "messages": []}', 400, "Expected `array` of length >= 1"),
-    (
-        b'{"model": "chat", "messages": [{"role": "bot", "content": "x"}]}',
-        400,
-        "Invalid enum value 'bot' - at `messages[0].role`",
-    ),
-    (
-        b'{"model": 5, "messages": [{"role": "user", "content": "x"}]}',
-        400,
-        "Expected `str`, got `int` - at `model`",
-    ),
-    (
-        b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "tools": []}',
-        400,
-        "unknown field `tools`; accepted fields: model, messages, stream",
-    ),
-    (
-        b'{"model": "chat", "messages": [{"role": "user", "content": "x"}], "temperature": 9}',
-        400,
-        "Expected `float` <= 2.0 - at `temperature`",
-    ),
+    # The gateway checks only what it needs; everything else is the provider's to judge.
+    (b'{"model": "chat"}', 400, "messages: required"),
+    (b'{"model": "chat", "messages": "hi"}', 400, "messages: expected an array"),
+    (b'{"messages": []}', 400, "model: required"),
+    (b'{"model": 5, "messages": []}', 400, "model: expected a string"),
+    (b'{"model": "", "messages": []}', 400, "model: expected a non-empty string"),
+    (b'{"model": "chat", "messages": [], "stream": "yes"}', 400, "stream: expected a boolean"),
     (
         b'{"model": "nope", "messages": [{"role": "user", "content": "x"}]}',
         404,
@@ -174,7 +158,7 @@ async def test_unknown_routes_and_methods(
 
 
 async def test_errors_never_show_internals(harness: Harness) -> None:
-    for body in (b"\xff\xfe", b'{"model": "chat", "messages": [{"role": "user"}]}', b"null"):
+    for body in (b"\xff\xfe", b'{"model": "chat", "messages": {}}', b"null"):
         status, answer, _ = await harness.request("POST", "/v1/chat/completions", data=body)
         assert 400 <= status < 500
         assert "Traceback" not in str(answer)
