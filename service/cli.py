@@ -193,10 +193,15 @@ def row(snapshot: Mapping[str, Any]) -> tuple[str, ...]:
 
 
 def table(
-    breakers: Mapping[str, Mapping[str, Any]], title: str | None = None, *, plain: bool = False
+    breakers: Mapping[str, Mapping[str, Any]],
+    title: str | None = None,
+    *,
+    plain: bool = False,
+    limit: int | None = None,
 ) -> Table:
-    """The status table for ``breakers`` (name -> snapshot), open ones first; ``plain``:
-    no lines at all, only aligned columns (for pipes)."""
+    """The status table for ``breakers`` (name -> snapshot), open ones first.  ``plain``: no
+    lines at all, only aligned columns (for pipes); ``limit``: at most that many rows, then
+    one saying how many more (the live view must fit the terminal)."""
     from rich import box
     from rich.table import Table
 
@@ -205,9 +210,13 @@ def table(
         numeric = column in ("failure rate", "calls", "rejections", "p99", "retry in")
         grid.add_column(column, justify="right" if numeric else "left", no_wrap=True)
     order = {"open": 0, "half_open": 1}
-    for name in sorted(breakers, key=lambda n: (order.get(str(breakers[n].get("state")), 2), n)):
+    names = sorted(breakers, key=lambda n: (order.get(str(breakers[n].get("state")), 2), n))
+    shown = names if limit is None or len(names) <= limit else names[: max(limit - 1, 0)]
+    for name in shown:
         snapshot = breakers[name]
         grid.add_row(*row(snapshot), style=STATE_STYLE.get(snapshot.get("state", "")))
+    if len(shown) < len(names):
+        grid.add_row(f"... {len(names) - len(shown)} more", style="dim")
     return grid
 
 
@@ -293,10 +302,18 @@ def cmd_watch(args: argparse.Namespace) -> int:
     api = _api(args)
     breakers: dict[str, dict[str, Any]] = {}
     console = _console()
-    title = f"breakerd at {api.url} (live; Ctrl-C to quit)"
     connected_once = False
+
+    def view() -> Table:
+        if not connected_once:
+            return table(breakers, f"connecting to breakerd at {api.url} ...")
+        title = f"breakerd at {api.url}: {len(breakers)} breakers (live; Ctrl-C to quit)"
+        # Title, blank line, header and rule take four lines; keep one for the cursor.
+        limit = max(console.size.height - 5, 3) if console.is_terminal else None
+        return table(breakers, title, limit=limit)
+
     try:
-        with Live(table(breakers, title), console=console, auto_refresh=False) as live:
+        with Live(view(), console=console, auto_refresh=False) as live:
             while True:
                 try:
                     for kind, data in api.events():
@@ -304,7 +321,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
                         line = apply_event(breakers, kind, data)
                         if line:
                             live.console.print(line, markup=False, highlight=False)
-                        live.update(table(breakers, title), refresh=True)
+                        live.update(view(), refresh=True)
                 except Unreachable as exc:
                     if not connected_once:
                         raise

@@ -22,7 +22,7 @@ from pathlib import Path
 import anyio
 import pytest
 
-from service.cli import row
+from service.cli import row, table
 from service.config import parse_config
 from service.lifecycle import Service
 from tests.service.http.conftest import TOKEN, config_text, serving
@@ -62,7 +62,7 @@ def err(result: subprocess.CompletedProcess[bytes]) -> str:
 
 @pytest.fixture
 async def running() -> AsyncIterator[tuple[Service, str]]:
-    tag = f"c{next(_tags)}x"
+    tag = f"cli{next(_tags)}x"
     config = parse_config(config_text(tag, timeout_duration=30.0), environ={})
     async with serving(config, {"BREAKERD_ADMIN_TOKEN": TOKEN}) as service:
         yield service, tag
@@ -226,7 +226,7 @@ async def test_watch_shows_open_within_two_seconds_of_an_outage_and_exits_0_on_c
     name = f"{tag}a_client"
     watch = Terminal(["watch", "--url", service.url])
     try:
-        await watch.read_until(name)  # the first snapshot is drawn
+        await watch.read_until("breakers (live; Ctrl-C to quit)")  # subscribed and drawn
         simulator = service.simulator
         assert simulator is not None
         simulator.control(api="openai", outage=True)
@@ -237,9 +237,7 @@ async def test_watch_shows_open_within_two_seconds_of_an_outage_and_exits_0_on_c
         assert "(failure_threshold)" in ANSI.sub("", text)
         assert watch.process.poll() is None
         watch.process.send_signal(signal.SIGINT)
-        with anyio.fail_after(10):
-            code = await anyio.to_thread.run_sync(watch.process.wait)
-        assert code == 0
+        assert await watch.wait() == 0
     finally:
         watch.close()
 
@@ -276,6 +274,19 @@ class Terminal:
                     await anyio.sleep(0.01)
         return self.output.decode(errors="replace")
 
+    async def wait(self, timeout: float = 10.0) -> int:
+        """The exit status, reading the output meanwhile: a full terminal would block the
+        command's last writes (and with them its exit)."""
+        with anyio.fail_after(timeout):
+            while (code := self.process.poll()) is None:
+                with anyio.move_on_after(0.05):
+                    await anyio.wait_readable(self.master)
+                    try:
+                        self.output += os.read(self.master, 65536)
+                    except OSError:  # the child closed the terminal
+                        await anyio.sleep(0.01)
+        return code
+
     def close(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -287,7 +298,7 @@ async def under_terminal(args: list[str], url: str, *, until: str) -> str:
     terminal = Terminal([*args, "--url", url])
     try:
         text = await terminal.read_until(until)
-        code = await anyio.to_thread.run_sync(terminal.process.wait)
+        code = await terminal.wait()
         assert code == 0, text
         return text
     finally:
@@ -330,3 +341,16 @@ def test_a_row_shows_forced_open_as_never_retrying() -> None:
     }
     assert row(snapshot) == ("n", "OPEN", "yes", "25.0%", "8", "3", "12 ms", "never")
     assert row({**snapshot, "forced": False, "retry_after": 4.25})[-1] == "4.2s"
+
+
+def test_the_live_table_fits_the_terminal_open_breakers_first() -> None:
+    from rich.console import Console
+
+    breakers = {f"b{i:02d}": {"name": f"b{i:02d}", "state": "closed"} for i in range(30)}
+    breakers["b17"] = {"name": "b17", "state": "open", "retry_after": 3.0}
+    console = Console(width=120, no_color=True)
+    with console.capture() as captured:
+        console.print(table(breakers, "t", limit=5))
+    lines = [line.split()[0] for line in captured.get().splitlines()[4:] if line.strip()]
+    assert lines == ["b17", "b00", "b01", "b02", "..."]
+    assert "... 26 more" in captured.get()

@@ -46,7 +46,7 @@ async def service(
     *, token: bool = True, timeout_duration: float = 1.5, port: int = 0, tag: str | None = None
 ) -> AsyncIterator[tuple[Service, str]]:
     """The service with the simulator; yields it and the tag of its provider names."""
-    tag = tag or f"d{next(_tags)}x"
+    tag = tag or f"dash{next(_tags)}x"
     config = parse_config(config_text(tag, timeout_duration=timeout_duration), environ={})
     config = with_service_overrides(config, host=None, port=port)
     environ = {"BREAKERD_ADMIN_TOKEN": TOKEN} if token else {}
