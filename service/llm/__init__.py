@@ -2,8 +2,11 @@
 
 Modules: ``errors`` (error classes and the fault mapping), ``schema`` (requests and answers),
 ``settings`` (providers, options, environment), ``wire`` (the two wire formats and SSE),
-``provider`` (one HTTP exchange), ``sessions`` (one HTTP session per loop), ``facade`` (the sync
-facade's loop thread), ``stream`` (streamed answers), ``client`` (breakers and the chain).
+``translate`` (Chat Completions <-> Anthropic Messages, pure), ``provider`` (one HTTP exchange
+and its connection slots), ``sessions`` (one HTTP session per loop), ``facade`` (the sync
+facade's loop thread), ``stream`` (streamed answers), ``cooldown`` (rate-limit cooldowns beside
+the breakers), ``chain`` (the fallback chain the library and the gateway share), ``client``
+(the library's entry point).
 """
 
 from actors.extras import missing_extra
