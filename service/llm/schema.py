@@ -115,7 +115,7 @@ class Message(
         role = self.role
         if self.content is None and role != "assistant":
             raise ValueError(f"content: required for a {role} message")
-        if self.content is None and not self.tool_calls and self.audio is None:
+        if self.content is None and not (self.tool_calls or self.refusal or self.audio):
             raise ValueError("content: an assistant message needs content or tool_calls")
         if self.tool_calls is not None and role != "assistant":
             raise ValueError(f"tool_calls: only assistant messages have them, not {role}")

@@ -273,3 +273,50 @@ def test_anthropic_decoder_raises_the_error_event() -> None:
     error = {"type": "error", "error": {"type": "invalid_request_error", "message": "bad"}}
     with pytest.raises(InvalidRequestError, match="bad"):
         decoder.feed(SSEEvent("error", json.dumps(error)))
+
+
+@pytest.mark.parametrize(
+    ("message", "error"),
+    [
+        ({"role": "tool", "content": "x"}, "tool_call_id: required for a tool message"),
+        ({"role": "user", "content": "x", "tool_call_id": "c"}, "tool_call_id: only tool"),
+        ({"role": "user"}, "content: required for a user message"),
+        ({"role": "assistant"}, "content: an assistant message needs content or tool_calls"),
+        ({"role": "user", "content": "x", "tool_calls": []}, "tool_calls: only assistant"),
+        ({"role": "system", "content": [{"type": "image_url"}]}, "content[0].type: expected"),
+        ({"role": "function", "content": "x"}, "Invalid enum value 'function'"),
+        ({"role": "user", "content": "x", "colour": "red"}, "unknown field `colour`"),
+    ],
+)
+def test_messages_are_validated_with_the_path_of_the_bad_field(
+    message: dict[str, Any], error: str
+) -> None:
+    with pytest.raises(InvalidRequestError, match="messages\\[1\\]") as caught:
+        build_request([*HI, message], {}, provider="openai")
+    assert error in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "message",
+    [
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "c", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
+        {"role": "assistant", "content": None, "refusal": "I can't"},
+        {"role": "tool", "tool_call_id": "c", "content": [{"type": "text", "text": "ok"}]},
+        {"role": "developer", "content": "Be brief"},
+        {"role": "user", "content": [
+            {"type": "text", "text": "see"},
+            {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}},
+            {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}},
+            {"type": "file", "file": {"file_id": "file-1"}},
+        ]},
+    ],
+)  # fmt: skip
+def test_every_chat_completions_message_form_is_accepted_and_sent_as_given(
+    message: dict[str, Any],
+) -> None:
+    request = build_request([*HI, message], {}, provider="openai")
+    body = json.loads(OPENAI.body(request, "m", stream=False, default_max_tokens=9))
+    assert body["messages"][1] == {
+        key: value for key, value in message.items() if value is not None
+    }
