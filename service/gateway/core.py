@@ -25,7 +25,7 @@ import aiohttp
 import msgspec
 from aiohttp import web
 
-from service.http import Problem, read_json
+from service.http import Problem, read_json, retry_after_header
 from service.llm.chain import Link
 from service.llm.client import DEFAULT_BREAKER_CONFIG, LLMClient
 from service.llm.errors import APIError, InvalidRequestError, RateLimitError
@@ -38,6 +38,9 @@ logger = logging.getLogger("service.gateway")
 PROVIDER_HEADER = "X-Breakerd-Provider"
 
 Fields = dict[str, msgspec.Raw]
+
+#: The failure policy for links without a breaker (the LLM error policy).
+POLICY = DEFAULT_BREAKER_CONFIG
 
 _encoder = msgspec.json.Encoder()
 _ids = itertools.count(1)
@@ -234,7 +237,7 @@ def upstream_error(exc: APIError) -> web.Response:
     headers = {PROVIDER_HEADER: exc.provider}
     retry_after = getattr(exc, "retry_after", None)
     if retry_after is not None:
-        headers["Retry-After"] = str(max(1, int(retry_after + 0.999)))
+        headers["Retry-After"] = retry_after_header(retry_after)
     return web.Response(
         body=exc.upstream_body, status=exc.status, content_type="application/json", headers=headers
     )
@@ -252,6 +255,3 @@ def note(request: web.Request, route: Route, link: Link | None) -> None:
     if link is not None:
         info.provider = link.name
         info.fallback = link is not route.client.chain.links[0]
-
-
-POLICY = DEFAULT_BREAKER_CONFIG
