@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from service.circuit_breaker import remove_circuit_breaker
 from service.config import parse_config
 from service.lifecycle import Service
 from tests.service.http.conftest import serving
@@ -68,5 +69,11 @@ async def http() -> AsyncIterator[aiohttp.ClientSession]:
 
 @pytest.fixture
 async def service(tag: str) -> AsyncIterator[Service]:
-    async with serving(parse_config(chaos_config(tag), environ={})) as running:
-        yield running
+    try:
+        async with serving(parse_config(chaos_config(tag), environ={})) as running:
+            yield running
+    finally:
+        # The registry is process-wide: breakers left open here would make the health of
+        # every later test degraded.
+        for provider in ("a", "b"):
+            remove_circuit_breaker(f"{tag}{provider}_client")

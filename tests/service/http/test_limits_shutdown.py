@@ -9,7 +9,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
@@ -18,6 +18,7 @@ import anyio
 import pytest
 from aiohttp import web
 
+from service.circuit_breaker import remove_circuit_breaker
 from service.config import parse_config
 
 from .conftest import serving, wait_for
@@ -35,6 +36,12 @@ CHUNK = {
         {"index": 0, "delta": {"role": "assistant", "content": "Hel"}, "finish_reason": None}
     ],
 }
+
+
+@pytest.fixture(autouse=True)
+def forget_breakers(tag: str) -> Iterator[None]:
+    yield
+    remove_circuit_breaker(f"{tag}h_client")  # the registry is process-wide
 
 
 @asynccontextmanager
