@@ -56,12 +56,12 @@ from service.llm.translate import (
     messages_response_to_chat,
     structured_output_requested,
 )
+from service.llm.wire.anthropic import SHAPE_ERRORS
 
 logger = logging.getLogger("service.gateway")
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
-_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 _DONE = b"data: [DONE]\n\n"
 
 
@@ -116,7 +116,7 @@ class ChatCall:
                     model=self.route.name,
                     structured=structured_output_requested(self.decoded),
                 )
-            except (msgspec.DecodeError, *_SHAPE_ERRORS) as exc:
+            except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
                 raise MalformedResponseError(
                     f"invalid Messages answer: {exc}", provider=link.name
                 ) from None
@@ -168,7 +168,7 @@ class ChatCall:
                                 secret=provider.secret,
                             )
                         chunks = translator.feed(kind, data)
-                    except (msgspec.DecodeError, *_SHAPE_ERRORS) as exc:
+                    except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
                         raise MalformedResponseError(
                             f"invalid Messages stream event: {exc!r}", provider=link.name
                         ) from None

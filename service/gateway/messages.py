@@ -57,12 +57,12 @@ from service.llm.translate import (
     chat_response_to_messages,
     messages_request_to_chat,
 )
+from service.llm.wire.anthropic import SHAPE_ERRORS
 
 logger = logging.getLogger("service.gateway")
 
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
-_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
 
 #: Anthropic's error ``type`` for each status the gateway answers with.
 _ERROR_TYPES = {
@@ -131,7 +131,7 @@ class MessagesCall:
         )
         try:
             message = chat_response_to_messages(_decoder.decode(payload), model=self.route.name)
-        except (msgspec.DecodeError, *_SHAPE_ERRORS) as exc:
+        except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
             raise MalformedResponseError(
                 f"invalid Chat Completions answer: {exc}", provider=link.name
             ) from None
@@ -174,7 +174,7 @@ class MessagesCall:
                                 secret=provider.secret,
                             )
                         out = translator.feed(chunk)
-                    except (msgspec.DecodeError, *_SHAPE_ERRORS) as exc:
+                    except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
                         raise MalformedResponseError(
                             f"invalid Chat Completions stream chunk: {exc!r}", provider=link.name
                         ) from None

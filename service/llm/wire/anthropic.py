@@ -39,8 +39,9 @@ API_VERSION = "2023-06-01"
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
-#: What a translator raises on an answer that breaks the Messages format.
-_SHAPE_ERRORS = (KeyError, TypeError, ValueError, AttributeError)
+#: What a translator raises on an answer that breaks its format (a missing key, a wrong type,
+#: an UntranslatableError): the provider's fault, a MalformedResponseError.
+SHAPE_ERRORS: tuple[type[Exception], ...] = (KeyError, TypeError, ValueError, AttributeError)
 
 
 def chat_body(request: ChatRequest, *, stream: bool) -> dict[str, Any]:
@@ -114,7 +115,7 @@ class AnthropicMessages:
                 model=answer.get("model") or model,
                 structured=structured_output_requested(request.params),
             )
-        except _SHAPE_ERRORS as exc:  # UntranslatableError is a ValueError
+        except SHAPE_ERRORS as exc:  # UntranslatableError is a ValueError
             raise MalformedResponseError(
                 f"invalid Messages answer: {exc}", provider=provider
             ) from None
@@ -158,7 +159,7 @@ class AnthropicDecoder:
             raise MalformedResponseError(
                 f"invalid Messages stream event: {exc}", provider=self._provider
             ) from None
-        except _SHAPE_ERRORS as exc:
+        except SHAPE_ERRORS as exc:
             raise MalformedResponseError(
                 f"invalid Messages stream event: {exc!r}", provider=self._provider
             ) from None
