@@ -26,9 +26,6 @@ from service.config import (
     load_config,
     with_service_overrides,
 )
-from service.http import ADMIN_TOKEN_ENV
-from service.lifecycle import ListenError, Service
-from service.logs import FORMATS, LEVELS, configure_logging
 
 CONFIG_ENV = "BREAKERD_CONFIG"
 
@@ -36,6 +33,11 @@ logger = logging.getLogger("service")
 
 
 def _parser() -> argparse.ArgumentParser:
+    # Imported here, like lifecycle in serve(): `breakerd status` and friends come through
+    # this module and need neither aiohttp nor the service (about 0.6 s of imports).
+    from service.http import ADMIN_TOKEN_ENV
+    from service.logs import FORMATS, LEVELS
+
     overrides = ", ".join(ENV_OVERRIDES)
     parser = argparse.ArgumentParser(
         prog="python -m service",
@@ -108,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(argv: list[str] | None = None) -> int:
     """Run the service with these options until SIGINT/SIGTERM; returns the exit status."""
+    from service.lifecycle import ListenError, Service
+    from service.logs import configure_logging
+
     configure_logging()
     try:
         config = configure(argv)
