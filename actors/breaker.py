@@ -7,13 +7,15 @@ keeps the common case cheap.
 
 The hot path (``Breaker.call`` / ``Breaker.call_async``), designed rather than hoped for:
 
-- CLOSED: read the gate, run the function, append its duration (one call in 16 is timed; the
-  others append a constant) beside the mailbox, wake the actor only if it is asleep.  No ask,
-  no lock, no allocation beyond the float.
+- CLOSED: read the gate, run the function, append its duration to the mailbox (one call in 16
+  is timed; the others append a constant to a tally list beside it), wake the actor only if it
+  is asleep.  No ask, no lock, no allocation beyond the float.
 - OPEN with the break still running: read the gate and the clock, count a rejection, raise.
 - CLOSED with a call timeout or a result predicate configured: admitted without asking too, but
   through the slower guarded runner that enforces them (the plain path pays nothing for them).
-- Anything else (HALF_OPEN, a break that is over, a closed system) asks the actor to ``Admit``.
+- Anything else (HALF_OPEN, a break that is over, a closed system, a removed breaker) asks the
+  actor to ``Admit``.  A dormant breaker's first call activates it and then takes the path its
+  new gate says (see :class:`BreakerActor`).
 - A failure is an ask: the caller waits until the actor has applied it, so the call that trips
   the breaker raises only after the gate says OPEN (per-caller consistency).  Ignored exceptions
   and cancellations are posted without waiting: they cannot change the state.
