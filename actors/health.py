@@ -2,12 +2,15 @@
 
 It is fed from two sides and answers by message:
 
-- the event bus: ``StateChanged`` (the state and the forced flag) and ``CallsRecorded`` (the
-  failure rate as of the breaker's last drain).  These keep it current between queries at the
-  cost of a dictionary update per event, on the runtime's loop, never in a breaker's way;
-- observations told by whoever gathers breaker snapshots (the monitor): :class:`Observed`
-  carries a fresh :class:`~actors.snapshot.CircuitBreakerMetrics`, :class:`Unobservable` says
-  a breaker's metrics could not be gathered.
+- the event bus: ``StateChanged`` (the state and the forced flag), ``CallsRecorded`` (the
+  failure rate as of the breaker's last drain) and ``BreakerRemoved`` (forget it).  These keep
+  it current between queries at the cost of a dictionary update per event, on the runtime's
+  loop, never in a breaker's way;
+- observations told by whoever gathers them: :class:`ObservedStates` carries what
+  :func:`observe` read of every breaker in one pass (the monitor's way: one message for
+  100,000 breakers); :class:`Observed` carries one fresh
+  :class:`~actors.snapshot.CircuitBreakerMetrics`; :class:`Unobservable` says a breaker could
+  not be read.
 
 :class:`GetHealth` is answered with a :class:`HealthReport`.  The aggregator itself never asks a
 breaker anything, so a slow or broken breaker cannot stall it, and it cannot stall a breaker.
