@@ -1,4 +1,4 @@
-"""Rows 8*: the LLM gateway's cost, measured in processes of their own.
+"""Rows 9*: the LLM gateway's cost, measured in processes of their own.
 
 Three processes: the bare upstream (``tests.bench.gateway_upstream``, canned answers), breakerd
 (``python -m service``, one OpenAI-wire provider pointing at that upstream), and this worker,
@@ -61,7 +61,7 @@ access_log = false
 [metrics]
 prometheus = false
 """
-ROWS = ["8a", "8b", "8c", "8d", "8e", "8f"]
+ROWS = ["9a", "9b", "9c", "9d", "9e", "9f"]
 """The keys of the rows, in table order: (CPU, latency) at c=1, at c=64, for streams."""
 CPU_BAR = 3.0
 ROOT = Path(__file__).resolve().parents[2]
@@ -215,9 +215,9 @@ def loads(quick: bool) -> list[Load]:
         return small if quick else full
 
     return [
-        Load("8a", "8b", "LLM gateway, c=1", 1, size(400, 100), False),
-        Load("8c", "8d", "LLM gateway, c=64", 64, size(3000, 600), False),
-        Load("8e", "8f", "LLM gateway, streams, c=16", 16, size(1000, 200), True),
+        Load("9a", "9b", "LLM gateway, c=1", 1, size(400, 100), False),
+        Load("9c", "9d", "LLM gateway, c=64", 64, size(3000, 600), False),
+        Load("9e", "9f", "LLM gateway, streams, c=16", 16, size(1000, 200), True),
     ]
 
 
