@@ -23,11 +23,10 @@ from aiohttp import web
 
 from service.gateway.core import (
     POLICY,
-    Fields,
+    Call,
     Route,
     RouteOf,
     bool_field,
-    decode_all,
     json_answer,
     new_id,
     note,
@@ -69,24 +68,10 @@ def _openai_wire(link: Link) -> bool:
     return not speaks_anthropic(link)
 
 
-class ChatCall:
-    """One request: its route, its raw fields, and the body decoded once if a provider of
-    the other format needs it translated."""
+class ChatCall(Call):
+    """One ``/v1/chat/completions`` request."""
 
-    __slots__ = ("_decoded", "fields", "models", "route", "session")
-
-    def __init__(self, route: Route, fields: Fields) -> None:
-        self.route = route
-        self.fields = fields
-        self.models = route.models()
-        self.session = route.client.sessions.get()
-        self._decoded: dict[str, Any] | None = None
-
-    @property
-    def decoded(self) -> dict[str, Any]:
-        if self._decoded is None:
-            self._decoded = decode_all(self.fields)
-        return self._decoded
+    __slots__ = ()
 
     def _anthropic_body(self, link: Link) -> bytes:
         try:
@@ -98,10 +83,6 @@ class ChatCall:
         except UntranslatableError as exc:
             raise untranslatable(link, exc) from None
         return _encoder.encode(body)
-
-    def _renamed(self, link: Link) -> str | None:
-        """The model name to put in the answers of ``link``, when the route aliases it."""
-        return self.route.name if self.route.aliased(self.models[link]) else None
 
     # -- one answer ----------------------------------------------------------------------------
 
@@ -124,7 +105,7 @@ class ChatCall:
         payload, _ = await post_json(
             self.session, link, "/chat/completions", with_model(self.fields, self.models[link])
         )
-        renamed = self._renamed(link)
+        renamed = self.renamed(link)
         return payload if renamed is None else rename_model(payload, renamed)
 
     # -- a stream ------------------------------------------------------------------------------
@@ -137,7 +118,7 @@ class ChatCall:
     async def _relayed_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         body = with_model(self.fields, self.models[link])
         response = await open_stream(self.session, link, "/chat/completions", body)
-        batches = relay(link.provider, response, end=chat_end, model=self._renamed(link))
+        batches = relay(link.provider, response, end=chat_end, model=self.renamed(link))
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 yield batch

@@ -160,6 +160,30 @@ def untranslatable(link: Link, exc: UntranslatableError) -> InvalidRequestError:
     )
 
 
+class Call:
+    """One request on its route: its raw fields, the model each link sends, the session, and
+    the body decoded once (only if a provider of the other format needs it translated)."""
+
+    __slots__ = ("_decoded", "fields", "models", "route", "session")
+
+    def __init__(self, route: Route, fields: Fields) -> None:
+        self.route = route
+        self.fields = fields
+        self.models = route.models()
+        self.session = route.client.sessions.get()
+        self._decoded: dict[str, Any] | None = None
+
+    @property
+    def decoded(self) -> dict[str, Any]:
+        if self._decoded is None:
+            self._decoded = decode_all(self.fields)
+        return self._decoded
+
+    def renamed(self, link: Link) -> str | None:
+        """The model name to put in ``link``'s answers, when the route aliases it."""
+        return self.route.name if self.route.aliased(self.models[link]) else None
+
+
 # -- forwarding ------------------------------------------------------------------------------
 
 

@@ -27,11 +27,10 @@ from aiohttp import web
 from service.gateway.chat import write_stream
 from service.gateway.core import (
     POLICY,
-    Fields,
+    Call,
     Route,
     RouteOf,
     bool_field,
-    decode_all,
     json_answer,
     new_id,
     note,
@@ -89,26 +88,10 @@ def error_response(exc: BaseException, request: web.Request) -> web.Response:
     return json_response(error_body(problem), status=problem.status, headers=problem.headers)
 
 
-class MessagesCall:
-    """One ``/v1/messages`` request (see :class:`service.gateway.chat.ChatCall`)."""
+class MessagesCall(Call):
+    """One ``/v1/messages`` request."""
 
-    __slots__ = ("_decoded", "fields", "models", "route", "session")
-
-    def __init__(self, route: Route, fields: Fields) -> None:
-        self.route = route
-        self.fields = fields
-        self.models = route.models()
-        self.session = route.client.sessions.get()
-        self._decoded: dict[str, Any] | None = None
-
-    @property
-    def decoded(self) -> dict[str, Any]:
-        if self._decoded is None:
-            self._decoded = decode_all(self.fields)
-        return self._decoded
-
-    def _renamed(self, link: Link) -> str | None:
-        return self.route.name if self.route.aliased(self.models[link]) else None
+    __slots__ = ()
 
     def _chat_body(self, link: Link, *, stream: bool) -> bytes:
         try:
@@ -124,7 +107,7 @@ class MessagesCall:
         if speaks_anthropic(link):
             body = with_model(self.fields, self.models[link])
             payload, _ = await post_json(self.session, link, "/v1/messages", body)
-            renamed = self._renamed(link)
+            renamed = self.renamed(link)
             return payload if renamed is None else rename_model(payload, renamed)
         payload, _ = await post_json(
             self.session, link, "/chat/completions", self._chat_body(link, stream=False)
@@ -145,7 +128,7 @@ class MessagesCall:
     async def _relayed_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         body = with_model(self.fields, self.models[link])
         response = await open_stream(self.session, link, "/v1/messages", body)
-        batches = relay(link.provider, response, end=messages_end, model=self._renamed(link))
+        batches = relay(link.provider, response, end=messages_end, model=self.renamed(link))
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 yield batch
