@@ -150,7 +150,6 @@
     }
     // The metrics event lists every breaker: one missing from it has been removed.
     for (const name of [...breakers.keys()]) if (!seen.has(name)) remove(name);
-    applyCooldowns(body.cooldowns);
     orderDirty = true;
     scheduleStatus();
     requestFrame();
@@ -176,17 +175,6 @@
     scheduleResync();
     scheduleStatus();
     requestFrame();
-  }
-
-  /** Cooldowns listed beside the snapshots ({breaker: {cooldown_remaining, ...}}), if so. */
-  function applyCooldowns(cooldowns) {
-    if (!cooldowns) return;
-    for (const [name, value] of Object.entries(cooldowns)) {
-      const e = breakers.get(name);
-      if (!e || value?.cooldown_remaining === undefined) continue;
-      e.cooldown = value.cooldown_remaining;
-      markDirty(e);
-    }
   }
 
   function policyOf(name) {
@@ -437,8 +425,7 @@
       if (status === 200 && body) {
         const now = Date.now();
         for (const [name, snap] of Object.entries(body.breakers || {})) setSnapshot(entry(name), snap, now);
-        applyCooldowns(body.cooldowns);
-        orderDirty = true;
+            orderDirty = true;
         requestFrame();
       }
     } catch {

@@ -19,7 +19,7 @@ import anyio
 import pytest
 from playwright.async_api import Locator, Page, expect
 
-from service.circuit_breaker import get_circuit_breaker
+from service.circuit_breaker import get_circuit_breaker, remove_circuit_breaker
 from service.config import parse_config, with_service_overrides
 from service.dashboard import CONTENT_SECURITY_POLICY
 from service.lifecycle import Service
@@ -220,16 +220,25 @@ async def test_with_the_token_force_open_asks_then_forces_the_breaker(tab: Tab) 
 
 
 async def test_a_hostile_breaker_name_renders_as_text(tab: Tab) -> None:
-    page = tab.page
     hostile = f'<img src=x onerror="window.pwned=1">{next(_tags)}'
     get_circuit_breaker(hostile)
     get_circuit_breaker("__proto__")
+    try:
+        await check_hostile_names(tab, hostile)
+    finally:
+        remove_circuit_breaker(hostile)
+        remove_circuit_breaker("__proto__")
+
+
+async def check_hostile_names(tab: Tab, hostile: str) -> None:
+    page = tab.page
     async with service() as (running, _):
         await page.goto(running.url + "/dashboard")
         await page.locator("#filter").fill("onerror")
         hostile_card = card(page, hostile)
         await expect(hostile_card.locator(".name")).to_have_text(hostile)
         await expect(hostile_card.locator(".state")).to_have_text("CLOSED")
+        await expect(hostile_card.locator(".row-cooldown")).to_be_hidden()  # not an LLM breaker
         assert await page.locator("#cards img").count() == 0
         assert await page.evaluate("window.pwned") is None
         # Names that are also JavaScript's own property names are just names too.
@@ -237,6 +246,23 @@ async def test_a_hostile_breaker_name_renders_as_text(tab: Tab) -> None:
         proto = card(page, "__proto__")
         await expect(proto.locator(".consecutive")).to_have_text("0 / 5")  # its own policy
         assert tab.problems == []
+
+
+async def test_a_rate_limited_provider_shows_its_cooldown(tab: Tab) -> None:
+    page = tab.page
+    async with service() as (running, tag):
+        name = f"{tag}a_client"
+        await page.goto(running.url + "/dashboard")
+        a = card(page, name)
+        await expect(a.locator(".state")).to_have_text("CLOSED")
+        await expect(a.locator(".cooldown")).to_have_text("none")  # an LLM provider's breaker
+        simulator = running.simulator
+        assert simulator is not None
+        simulator.control(api="openai", status=429, error_rate=1.0, retry_after=30)
+        assert await chat(running.url) == 429
+        # The next metrics snapshot (every 0.5 s here) carries it; the page counts it down.
+        await expect(a.locator(".cooldown")).to_have_text(re.compile(r"^(29|30|2\d)s$"))
+        await expect(a.locator(".state")).to_have_text("CLOSED")  # a 429 is no failure
 
 
 async def test_the_live_view_resumes_after_the_service_restarts(tab: Tab) -> None:
