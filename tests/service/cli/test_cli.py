@@ -22,6 +22,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from service.circuit_breaker import remove_circuit_breaker
 from service.cli import row, table
 from service.config import parse_config
 from service.lifecycle import Service
@@ -64,8 +65,13 @@ def err(result: subprocess.CompletedProcess[bytes]) -> str:
 async def running() -> AsyncIterator[tuple[Service, str]]:
     tag = f"cli{next(_tags)}x"
     config = parse_config(config_text(tag, timeout_duration=30.0), environ={})
-    async with serving(config, {"BREAKERD_ADMIN_TOKEN": TOKEN}) as service:
-        yield service, tag
+    try:
+        async with serving(config, {"BREAKERD_ADMIN_TOKEN": TOKEN}) as service:
+            yield service, tag
+    finally:
+        # The registry is process-wide: left open, they would degrade later tests' health.
+        for provider in config.providers:
+            remove_circuit_breaker(f"{provider}_client")
 
 
 async def test_status_prints_a_plain_table_when_piped_and_json_on_request(

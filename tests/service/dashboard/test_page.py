@@ -50,8 +50,13 @@ async def service(
     config = parse_config(config_text(tag, timeout_duration=timeout_duration), environ={})
     config = with_service_overrides(config, host=None, port=port)
     environ = {"BREAKERD_ADMIN_TOKEN": TOKEN} if token else {}
-    async with serving(config, environ) as running:
-        yield running, tag
+    try:
+        async with serving(config, environ) as running:
+            yield running, tag
+    finally:
+        # The registry is process-wide: left open, they would degrade later tests' health.
+        for provider in config.providers:
+            remove_circuit_breaker(f"{provider}_client")
 
 
 async def chat(url: str, model: str = "solo") -> int:
