@@ -113,6 +113,35 @@ async def test_messages_stream_with_parallel_tools(
 
 
 @ROUTES
+@pytest.mark.parametrize(
+    ("choice", "expected"),
+    [
+        ({"type": "tool", "name": "get_time"}, ["get_time"]),
+        ({"type": "any", "disable_parallel_tool_use": True}, ["get_weather"]),
+        ({"type": "none"}, []),
+    ],
+    ids=["named", "any-not-parallel", "none"],
+)
+async def test_tool_choice(
+    client: anthropic.AsyncAnthropic,
+    path: Path,
+    route: str,
+    choice: Any,
+    expected: list[str],
+) -> None:
+    path.served(route)
+    answer = await client.messages.create(
+        model=route,
+        max_tokens=256,
+        messages=[{"role": "user", "content": PARALLEL}],
+        tools=[*ANTHROPIC_TOOLS, ANTHROPIC_CLOCK],
+        tool_choice=choice,
+    )
+    assert [block.name for block in answer.content if block.type == "tool_use"] == expected
+    assert answer.stop_reason == ("tool_use" if expected else "end_turn")
+
+
+@ROUTES
 async def test_messages_with_an_image(
     client: anthropic.AsyncAnthropic, path: Path, route: str
 ) -> None:

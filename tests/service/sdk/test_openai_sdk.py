@@ -153,6 +153,33 @@ async def test_parallel_tool_calls_streamed(client: openai.AsyncOpenAI, path: Pa
     assert final.choices[0].finish_reason == "tool_calls"
 
 
+@pytest.mark.parametrize(
+    ("fields", "expected"),
+    [
+        ({"tool_choice": {"type": "function", "function": {"name": "get_time"}}}, ["get_time"]),
+        ({"tool_choice": "required"}, ["get_weather", "get_time"]),
+        ({"tool_choice": "none"}, []),
+        ({}, ["get_weather", "get_time"]),  # the prompt asks for both, in parallel
+        ({"parallel_tool_calls": False}, ["get_weather"]),
+    ],
+    ids=["named", "required", "none", "parallel", "not-parallel"],
+)
+async def test_tool_choice_and_parallel_tool_calls(
+    client: openai.AsyncOpenAI, path: Path, fields: dict[str, Any], expected: list[str]
+) -> None:
+    served = path.served("gpt")
+    completion = await client.chat.completions.create(
+        model="gpt",
+        messages=[{"role": "user", "content": PARALLEL}],
+        tools=[*OPENAI_TOOLS, OPENAI_CLOCK],
+        **fields,
+    )
+    message = completion.choices[0].message
+    assert [call.function.name for call in message.tool_calls or ()] == expected
+    if not expected:
+        assert message.content == f"Simulated {served} reply to: {PARALLEL}"
+
+
 async def test_response_format_json_object(client: openai.AsyncOpenAI, path: Path) -> None:
     path.served("gpt")
     completion = await client.chat.completions.create(
