@@ -10,7 +10,7 @@ import pytest
 
 from service.config import parse_config
 
-from .conftest import Harness, config_text, serving, wait_for
+from .conftest import TOKEN, Harness, config_text, serving, wait_for
 
 pytestmark = pytest.mark.anyio
 
@@ -227,3 +227,19 @@ async def test_a_stream_that_breaks_after_it_started_ends_with_an_error_event(
     assert "end marker" in error["message"]
     assert text_of(payloads).startswith("Simulated")
     assert (await harness.breaker(harness.a))["failed_calls"] == 1
+
+
+async def test_an_open_route_says_when_its_soonest_provider_probes_and_not_to_retry(
+    harness: Harness,
+) -> None:
+    """Issue 12: Retry-After is the soonest probe across the chain, not the last provider's."""
+    status, _, _ = await harness.request("POST", f"/breakers/{harness.b}/open", token=TOKEN)
+    assert status == 200  # the fallback is held open: its own retry time is "forever" (60)
+    harness.simulator.control(api="openai", outage=True)
+    for _ in range(2):  # failure_threshold = 2: the primary opens for 30 s
+        await harness.chat("chat")
+    assert (await harness.breaker(harness.a))["state"] == "open"
+    status, body, headers = await harness.chat("chat")
+    assert (status, body["error"]["code"]) == (503, "circuit_open")
+    assert headers["x-should-retry"] == "false"
+    assert 1 <= int(headers["Retry-After"]) <= 30  # the primary's probe, not the forced 60
