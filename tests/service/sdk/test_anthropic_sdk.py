@@ -175,7 +175,7 @@ async def test_messages_stream_text(
     assert final.stop_reason in ("stop_sequence", "end_turn")  # OpenAI does not say which
 
 
-@pytest.mark.parametrize(("route", "counted"), [("claude", True), ("solo", False)])
+@pytest.mark.parametrize(("route", "counted"), [("claude", True), ("gpt", False), ("solo", False)])
 async def test_count_tokens_on_anthropic_routes_only(
     client: anthropic.AsyncAnthropic, route: str, counted: bool
 ) -> None:
