@@ -264,8 +264,10 @@
     const { samples, parts } = e;
     let max = 1;
     for (const point of samples) for (const v of point) if (v > max) max = v;
-    const step = 120 / (SAMPLES - 1);
-    const offset = (SAMPLES - samples.length) * step;
+    // Right-aligned; a young history fills at least a third of the width rather than a sliver.
+    const slots = Math.max(samples.length, SAMPLES / 3);
+    const step = 120 / (slots - 1);
+    const offset = (slots - samples.length) * step;
     OUTCOMES.forEach(([key], i) => {
       const points = samples.map(
         (p, j) => `${(offset + j * step).toFixed(1)},${(29 - (p[i] / max) * 27).toFixed(1)}`,

@@ -130,9 +130,14 @@ async def test_an_outage_turns_the_card_open_and_recovery_closes_it(
         a = card(page, name)
         await expect(a.locator(".state")).to_have_text("CLOSED")
         await expect(page.locator("#live")).to_have_text("live")
-        # Traffic until the sparkline shows it (samples are rates between metrics events).
-        with anyio.fail_after(5):
-            while not re.search(r"[1-9][\d.]* ok", await a.locator(".legend").inner_text()):
+        # Traffic until the sparkline has drawn three samples of it (a sample is the rate
+        # between two metrics events, every 0.5 s here).
+        success = a.locator(".line-success")
+        with anyio.fail_after(8):
+            while (
+                not re.search(r"[1-9][\d.]* ok", await a.locator(".legend").inner_text())
+                or len((await success.get_attribute("points") or "").split()) < 3
+            ):
                 assert await chat(running.url) == 200
                 await anyio.sleep(0.02)
         closed = await a.screenshot(path=tmp_path / "closed.png")
