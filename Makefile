@@ -18,7 +18,7 @@ test: $(STAMP)
 
 # Builds the wheel, installs it into a fresh venv outside the checkout and uses it (.ci/run).
 wheel-test: $(STAMP)
-	$(PY) -m pytest tests_wheel
+	$(PY) -m pytest tests/wheel/check_wheel.py
 
 run: $(STAMP)
 	$(PY) -m service
@@ -33,7 +33,7 @@ bench-quick: $(STAMP)
 	$(PY) -m tests.bench --quick
 
 check: $(STAMP)
-	$(PY) -m ruff check actors service telemetry tests tests_wheel
+	$(PY) -m ruff check actors service telemetry tests
 	$(PY) -m mypy
 
 clean:
