@@ -230,9 +230,10 @@ class Service:
             host, self.port = runner.addresses[0][:2]
             self.url = f"http://{host if ':' not in host else f'[{host}]'}:{self.port}"
             logger.info(
-                "breakerd listening on %s (admin endpoints %s)",
+                "breakerd listening on %s (admin endpoints %s; dashboard: %s/dashboard)",
                 self.url,
                 "enabled" if token else f"disabled: set {ADMIN_TOKEN_ENV} to enable",
+                self.url,
             )
             task_status.started(self)
             await self._stop.wait()
