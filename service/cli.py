@@ -32,7 +32,9 @@ import argparse
 import json
 import math
 import os
+import queue
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -54,6 +56,9 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 TIMEOUT = 30.0
 
 EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, EXIT_UNKNOWN_BREAKER = 0, 1, 2, 3
+
+#: The key under which the live view keeps when a snapshot arrived (``time.monotonic()``).
+RECEIVED = "_received"
 
 SUBCOMMANDS = ("serve", "status", "watch", "open", "close", "reset", "simulate", "demo", "config")
 
@@ -169,8 +174,9 @@ def _http_error(exc: urllib.error.HTTPError, url: str) -> CommandError:
 COLUMNS = ("name", "state", "forced", "failure rate", "calls", "rejections", "p99", "retry in")
 
 
-def row(snapshot: Mapping[str, Any]) -> tuple[str, ...]:
-    """One breaker's line of the table, as text."""
+def row(snapshot: Mapping[str, Any], now: float | None = None) -> tuple[str, ...]:
+    """One breaker's line of the table, as text.  ``now`` (``time.monotonic()``) counts
+    ``retry_after`` down from when the snapshot arrived (``RECEIVED``, set by the live view)."""
     state = snapshot.get("state", "")
     p99 = snapshot.get("duration_p99")
     retry = snapshot.get("retry_after")
@@ -179,6 +185,8 @@ def row(snapshot: Mapping[str, Any]) -> tuple[str, ...]:
     elif retry is None or (isinstance(retry, float) and math.isinf(retry)):
         retry_in = "-"
     else:
+        if now is not None and RECEIVED in snapshot:
+            retry = max(retry - (now - snapshot[RECEIVED]), 0.0)
         retry_in = f"{retry:.1f}s"
     return (
         str(snapshot.get("name", "")),
@@ -198,6 +206,7 @@ def table(
     *,
     plain: bool = False,
     limit: int | None = None,
+    now: float | None = None,
 ) -> Table:
     """The status table for ``breakers`` (name -> snapshot), open ones first.  ``plain``: no
     lines at all, only aligned columns (for pipes); ``limit``: at most that many rows, then
@@ -214,7 +223,7 @@ def table(
     shown = names if limit is None or len(names) <= limit else names[: max(limit - 1, 0)]
     for name in shown:
         snapshot = breakers[name]
-        grid.add_row(*row(snapshot), style=STATE_STYLE.get(snapshot.get("state", "")))
+        grid.add_row(*row(snapshot, now), style=STATE_STYLE.get(snapshot.get("state", "")))
     if len(shown) < len(names):
         grid.add_row(f"... {len(names) - len(shown)} more", style="dim")
     return grid
@@ -275,11 +284,16 @@ def transition_line(event: Mapping[str, Any]) -> str:
     return f"{at}  {event['breaker']}  {move}  ({event['reason']}){forced}"
 
 
-def apply_event(breakers: dict[str, dict[str, Any]], kind: str, data: Any) -> str | None:
-    """Fold one ``/events`` event into ``breakers``; returns a line to print, if any."""
+def apply_event(
+    breakers: dict[str, dict[str, Any]], kind: str, data: Any, now: float = 0.0
+) -> str | None:
+    """Fold one ``/events`` event, received at ``now``, into ``breakers``; returns a line to
+    print, if any."""
     if kind == "metrics":
         breakers.clear()
         breakers.update(data.get("breakers", {}))
+        for snapshot in breakers.values():
+            snapshot[RECEIVED] = now
     elif kind == "state_changed":
         snapshot = breakers.setdefault(data["breaker"], {"name": data["breaker"]})
         snapshot.update(
@@ -303,6 +317,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
     breakers: dict[str, dict[str, Any]] = {}
     console = _console()
     connected_once = False
+    events: queue.Queue[tuple[str, Any]] = queue.Queue()
+    threading.Thread(target=_follow, args=(api, events), name="events", daemon=True).start()
 
     def view() -> Table:
         if not connected_once:
@@ -310,25 +326,49 @@ def cmd_watch(args: argparse.Namespace) -> int:
         title = f"breakerd at {api.url}: {len(breakers)} breakers (live; Ctrl-C to quit)"
         # Title, blank line, header and rule take four lines; keep one for the cursor.
         limit = max(console.size.height - 5, 3) if console.is_terminal else None
-        return table(breakers, title, limit=limit)
+        return table(breakers, title, limit=limit, now=time.monotonic())
 
     try:
         with Live(view(), console=console, auto_refresh=False) as live:
             while True:
                 try:
-                    for kind, data in api.events():
-                        connected_once = True
-                        line = apply_event(breakers, kind, data)
-                        if line:
-                            live.console.print(line, markup=False, highlight=False)
-                        live.update(view(), refresh=True)
-                except Unreachable as exc:
-                    if not connected_once:
-                        raise
-                    live.console.print(f"{exc}; reconnecting", markup=False)
-                time.sleep(1.0)  # the stream ended or broke: reconnect (its snapshot resyncs)
+                    kind, data = events.get(timeout=1.0)
+                except queue.Empty:  # no news: redraw anyway, so that "retry in" counts down
+                    live.update(view(), refresh=True)
+                    continue
+                if kind == _UNREACHABLE:
+                    raise data
+                if kind == _LOST:
+                    live.console.print(f"{data}; reconnecting", markup=False)
+                    continue
+                connected_once = True
+                line = apply_event(breakers, kind, data, time.monotonic())
+                if line:
+                    live.console.print(line, markup=False, highlight=False)
+                live.update(view(), refresh=True)
     except KeyboardInterrupt:
         return EXIT_OK
+
+
+_UNREACHABLE, _LOST = "(unreachable)", "(lost)"
+
+
+def _follow(api: Api, events: queue.Queue[tuple[str, Any]]) -> None:
+    """The reader thread of ``watch``: every event of ``/events`` into ``events``, reconnecting
+    when the stream ends or breaks (the snapshot sent on connect resyncs the view).  If the
+    first connection fails, it reports that and stops: the command exits 1."""
+    connected = False
+    while True:
+        try:
+            for kind, data in api.events():
+                connected = True
+                events.put((kind, data))
+        except Unreachable as exc:
+            if not connected:
+                events.put((_UNREACHABLE, exc))
+                return
+            events.put((_LOST, exc))
+        time.sleep(1.0)
 
 
 def cmd_manage(args: argparse.Namespace) -> int:

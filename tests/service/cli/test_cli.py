@@ -23,7 +23,7 @@ import anyio
 import pytest
 
 from service.circuit_breaker import remove_circuit_breaker
-from service.cli import row, table
+from service.cli import apply_event, row, table
 from service.config import parse_config
 from service.lifecycle import Service
 from tests.service.http.conftest import TOKEN, config_text, serving
@@ -360,3 +360,31 @@ def test_the_live_table_fits_the_terminal_open_breakers_first() -> None:
     lines = [line.split()[0] for line in captured.get().splitlines()[4:] if line.strip()]
     assert lines == ["b17", "b00", "b01", "b02", "..."]
     assert "... 26 more" in captured.get()
+
+
+def test_the_live_view_counts_the_break_down_between_snapshots() -> None:
+    breakers: dict[str, dict[str, object]] = {}
+    snapshot = {"name": "n", "state": "open", "forced": False, "retry_after": 10.0}
+    apply_event(breakers, "metrics", {"breakers": {"n": snapshot}}, now=100.0)
+    assert row(breakers["n"], now=100.0)[-1] == "10.0s"
+    assert row(breakers["n"], now=103.5)[-1] == "6.5s"
+    assert row(breakers["n"], now=200.0)[-1] == "0.0s"
+    line = apply_event(
+        breakers,
+        "state_changed",
+        {
+            "breaker": "n",
+            "at": 0.0,
+            "from_state": "open",
+            "to_state": "half_open",
+            "reason": "timeout_elapsed",
+            "forced": False,
+            "consecutive_failures": 2,
+            "total_calls": 9,
+        },
+        now=110.0,
+    )
+    assert line is not None and line.endswith("n  OPEN -> HALF-OPEN  (timeout_elapsed)")
+    assert row(breakers["n"], now=110.0)[1:] == (
+        "HALF-OPEN", "no", "0.0%", "9", "0", "-", "-"
+    )  # fmt: skip
