@@ -234,6 +234,8 @@ class ActorSystem:
         for breaker in self._breakers.values():
             actor = breaker._actor
             actor.join_cluster(None)
+            if actor.dormant:
+                continue  # no counts and no lease to give back: leave it asleep
             actor.tell(UseLocalCounts())
             if actor.data.lease_pending:
                 actor.tell(ProbeLeaseDecided(generation=actor.data.generation, granted=True))
