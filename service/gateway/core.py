@@ -160,6 +160,18 @@ def untranslatable(link: Link, exc: UntranslatableError) -> InvalidRequestError:
     )
 
 
+def untranslatable_answer(link: Link, exc: UntranslatableError) -> InvalidRequestError:
+    """An answer, valid in the provider's own format, that the client's format cannot carry
+    (a stream interleaving parallel tool calls' arguments, tool arguments that are not a JSON
+    object).  That is the translation's limit, not the provider's fault: an
+    ``InvalidRequestError`` is one no breaker counts, and it names the field."""
+    return InvalidRequestError(
+        f"the answer of {link.name!r} cannot be expressed in this API's format: "
+        f"{exc.field}: {exc.reason}",
+        provider=link.name,
+    )
+
+
 class Call:
     """One request on its route: its raw fields, the model each link sends, the session, and
     the body decoded once (only if a provider of the other format needs it translated)."""

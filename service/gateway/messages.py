@@ -43,6 +43,7 @@ from service.gateway.core import (
     speaks_anthropic,
     string_field,
     untranslatable,
+    untranslatable_answer,
     upstream_error,
     with_model,
 )
@@ -114,6 +115,8 @@ class MessagesCall(Call):
         )
         try:
             message = chat_response_to_messages(_decoder.decode(payload), model=self.route.name)
+        except UntranslatableError as exc:
+            raise untranslatable_answer(link, exc) from None
         except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
             raise MalformedResponseError(
                 f"invalid Chat Completions answer: {exc}", provider=link.name
@@ -157,6 +160,8 @@ class MessagesCall(Call):
                                 secret=provider.secret,
                             )
                         out = translator.feed(chunk)
+                    except UntranslatableError as exc:
+                        raise untranslatable_answer(link, exc) from None
                     except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
                         raise MalformedResponseError(
                             f"invalid Chat Completions stream chunk: {exc!r}", provider=link.name
