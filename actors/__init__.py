@@ -3,7 +3,7 @@
 Imports only the standard library, anyio and msgspec; ``service`` and ``telemetry`` build on it.
 """
 
-from actors.breaker import Breaker, BreakerActor, Gate, guard
+from actors.breaker import Breaker, BreakerActor, Gate
 from actors.bus import ALL_EVENTS, EventBus, Subscription
 from actors.clock import Clock, ManualClock, MonotonicClock
 from actors.config import CircuitBreakerConfig, CircuitState
@@ -17,6 +17,7 @@ from actors.errors import (
     ConfigurationError,
 )
 from actors.events import BreakerRemoved, CallsRecorded, ConfigChanged, Event, StateChanged
+from actors.guard import guard, guarded_async
 from actors.runtime import Actor, Runtime
 from actors.snapshot import CircuitBreakerMetrics
 from actors.system import ActorSystem, default_system
@@ -51,4 +52,5 @@ __all__ = [
     "Subscription",
     "default_system",
     "guard",
+    "guarded_async",
 ]

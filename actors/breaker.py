@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import inspect
 import logging
 import math
 import threading
@@ -45,6 +44,7 @@ from actors.errors import (
     CircuitBreakerOpenError,
 )
 from actors.events import BreakerRemoved, CallsRecorded
+from actors.guard import guard
 from actors.machine import (
     Action,
     ApplyConfig,
@@ -935,27 +935,3 @@ def _notify_rejection(error: CircuitBreakerOpenError) -> None:
             listener(error)
         except Exception:
             logger.exception("rejection listener %r failed", listener)
-
-
-def guard(breaker: Breaker, fn: F) -> F:
-    """Wrap ``fn`` (sync or async) so that every call goes through ``breaker``.
-
-    The wrapper keeps ``fn``'s name and docstring and exposes the breaker as
-    ``wrapper.circuit_breaker``.
-    """
-    wrapper: Any
-    if inspect.iscoroutinefunction(fn):
-        call_async = breaker.call_async
-
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return await call_async(fn, *args, **kwargs)
-
-    else:
-        call = breaker.call
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            return call(fn, *args, **kwargs)
-
-    functools.update_wrapper(wrapper, fn)
-    wrapper.circuit_breaker = breaker
-    return cast(F, wrapper)

@@ -7,11 +7,7 @@ actor system unless you give it a system of your own.
 
 from __future__ import annotations
 
-import collections.abc
-import functools
-import inspect
-import typing
-from collections.abc import AsyncIterable, AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from actors.breaker import Breaker
@@ -26,11 +22,11 @@ from actors.errors import (
     CircuitBreakerOpenError,
     ConfigurationError,
 )
+from actors.guard import guard, guarded_async
 from actors.snapshot import CircuitBreakerMetrics
 from actors.system import ActorSystem, default_system
 
 F = TypeVar("F", bound=Callable[..., Any])
-T = TypeVar("T")
 
 __all__ = [
     "ActorCrashedError",
@@ -131,123 +127,12 @@ def circuit_breaker(
     """Decorator factory: guard a sync or async function with the registry's breaker ``name``
     (default: the function's qualified name).
 
-    A stream is one call, judged when its iteration ends: an ``async def`` generator, or a
-    function (sync or async) whose return annotation is an ``AsyncIterator`` /
-    ``AsyncIterable`` / ``AsyncGenerator``, is run through :func:`guarded_async`, so that an
-    exception raised mid-iteration counts as a failure.  Such a function then runs at the
-    first ``__anext__``, not when it is called (that is when the breaker admits it).  A
-    function that returns an async iterator without saying so in its annotation raises
-    ``TypeError`` when called: the breaker would otherwise have judged the creation of the
-    iterator, not the iteration, and counted a broken stream as a success.
+    A stream (an ``async def`` generator, or a function annotated to return an async
+    iterator) is one call judged when its iteration ends, as with ``@breaker``: see
+    :mod:`actors.guard`.
     """
 
     def decorate(fn: F) -> F:
-        breaker = get_circuit_breaker(name or f"{fn.__module__}.{fn.__qualname__}", config)
-        if inspect.isasyncgenfunction(fn) or _declares_async_iterator(fn):
-            return typing.cast(F, _guard_stream(breaker, fn))
-        return _guard_call(breaker, fn)
+        return guard(get_circuit_breaker(name or f"{fn.__module__}.{fn.__qualname__}", config), fn)
 
     return decorate
-
-
-async def guarded_async(breaker: Breaker, stream: AsyncIterable[T]) -> AsyncIterator[T]:
-    """Iterate ``stream`` as one call under ``breaker`` (``Breaker.guarded_async()`` around
-    the whole iteration).
-
-    The call is admitted at the first ``__anext__`` (``CircuitBreakerOpenError`` then, before
-    ``stream`` is touched) and judged when the iteration ends: a success when ``stream`` is
-    exhausted, a failure (or an ignored outcome, by the breaker's rules) when it raises.  A
-    consumer that stops early (``aclose()``, ``break`` then garbage collection) abandons the
-    call, which counts as ignored, and closes ``stream``.
-    """
-    async with breaker.guarded_async():
-        iterator = aiter(stream)
-        try:
-            async for item in iterator:
-                yield item
-        finally:
-            close = getattr(iterator, "aclose", None)
-            if close is not None:
-                await close()
-
-
-def _guard_stream(breaker: Breaker, fn: Callable[..., Any]) -> Any:
-    """The wrapper of a stream function: it returns (or, for a coroutine function, resolves
-    to) :func:`guarded_async` over the stream that ``fn`` makes once admitted."""
-
-    async def opened(args: Any, kwargs: Any) -> AsyncIterator[Any]:
-        made = fn(*args, **kwargs)
-        stream = await made if inspect.isawaitable(made) else made
-        async for item in _as_iterable(stream):
-            yield item
-
-    wrapper: Any
-    if inspect.iscoroutinefunction(fn):
-
-        async def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            return guarded_async(breaker, opened(args, kwargs))
-
-    else:
-
-        def wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            return guarded_async(breaker, opened(args, kwargs))
-
-    functools.update_wrapper(wrapper, fn)
-    wrapper.circuit_breaker = breaker
-    return wrapper
-
-
-def _as_iterable(stream: Any) -> AsyncIterable[Any]:
-    if not isinstance(stream, collections.abc.AsyncIterable):
-        raise TypeError(f"expected an async iterable, got {type(stream).__name__}")
-    return stream
-
-
-def _guard_call(breaker: Breaker, fn: F) -> F:
-    """What :func:`actors.breaker.guard` does, plus a check that ``fn`` did not return an
-    async iterator the breaker cannot see the end of (one ``hasattr`` per call)."""
-    wrapper: Any
-    if inspect.iscoroutinefunction(fn):
-        call_async = breaker.call_async
-
-        async def wrapper(*args: Any, **kwargs: Any) -> Any:
-            result = await call_async(fn, *args, **kwargs)
-            if hasattr(result, "__anext__"):
-                raise _stream_misuse(fn)
-            return result
-
-    else:
-        call = breaker.call
-
-        def wrapper(*args: Any, **kwargs: Any) -> Any:
-            result = call(fn, *args, **kwargs)
-            if hasattr(result, "__anext__"):
-                raise _stream_misuse(fn)
-            return result
-
-    functools.update_wrapper(wrapper, fn)
-    wrapper.circuit_breaker = breaker
-    return typing.cast(F, wrapper)
-
-
-def _stream_misuse(fn: Callable[..., Any]) -> TypeError:
-    return TypeError(
-        f"{fn.__qualname__} returned an async iterator, but @circuit_breaker judged only its "
-        "creation, not the iteration: make it an `async def` generator, annotate its return "
-        "type as AsyncIterator[...], or iterate `guarded_async(breaker, stream)` instead"
-    )
-
-
-_STREAM_TYPES = frozenset({"AsyncIterator", "AsyncIterable", "AsyncGenerator"})
-
-
-def _declares_async_iterator(fn: Callable[..., Any]) -> bool:
-    """Whether ``fn``'s return annotation is an async iterator or iterable type."""
-    try:
-        hint = typing.get_type_hints(fn).get("return")
-    except Exception:  # names that do not resolve at decoration time: read the string
-        hint = getattr(fn, "__annotations__", {}).get("return")
-    if isinstance(hint, str):
-        return hint.split("[", 1)[0].rsplit(".", 1)[-1].strip() in _STREAM_TYPES
-    origin = typing.get_origin(hint) or hint
-    return isinstance(origin, type) and issubclass(origin, collections.abc.AsyncIterable)

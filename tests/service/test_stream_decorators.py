@@ -68,7 +68,23 @@ def async_function_returning_a_stream(name: str, started: list[int]) -> Callable
     return stream
 
 
-SHAPES = [generator_function, sync_function_returning_a_stream, async_function_returning_a_stream]
+def breaker_used_as_a_decorator(name: str, started: list[int]) -> Callable[[bool], Any]:
+    """``@breaker`` (``Breaker.__call__``) shares the decorator's stream rules."""
+
+    @get_circuit_breaker(name, THREE)
+    async def stream(fail: bool) -> AsyncGenerator[str, None]:
+        async for item in tokens(fail, started):
+            yield item
+
+    return stream
+
+
+SHAPES = [
+    generator_function,
+    sync_function_returning_a_stream,
+    async_function_returning_a_stream,
+    breaker_used_as_a_decorator,
+]
 
 
 async def open_stream(stream: Callable[[bool], Any], fail: bool) -> AsyncIterator[str]:
