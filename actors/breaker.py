@@ -29,6 +29,7 @@ import logging
 import math
 import threading
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from operator import sub
 from types import CoroutineType
 from typing import Any, Final, ParamSpec, TypeVar, cast
 
@@ -403,7 +404,11 @@ class BreakerActor(Actor):
         rejected = after[3] - before[3]
         if not (successes or failures or ignored or rejected):
             return
-        buckets = tuple(a - b for a, b in zip(after[4], before[4], strict=True))
+        # map(sub, ...) and min() run in C: this runs once per drain for every breaker while
+        # telemetry listens, and a gateway request is often a drain of its own.
+        buckets = tuple(map(sub, after[4], before[4]))
+        if min(buckets) < 0:  # a reset inside the drain: the counts started again from zero
+            buckets = tuple(count if count > 0 else 0 for count in buckets)
         self.bus.publish(
             CallsRecorded(
                 breaker=self.name,
@@ -414,7 +419,7 @@ class BreakerActor(Actor):
                 ignored=max(ignored, 0),
                 rejected=max(rejected, 0),
                 duration_sum=max(after[5] - before[5], 0.0),
-                duration_buckets=tuple(max(b, 0) for b in buckets),
+                duration_buckets=buckets,
                 failure_rate=failure_rate(data, now),
             )
         )

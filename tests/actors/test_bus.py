@@ -306,6 +306,25 @@ async def test_calls_recorded_aggregates_one_drain(system: ActorSystem) -> None:
     assert event.failure_rate == pytest.approx(1 / 51)
 
 
+async def test_a_reset_inside_a_drain_never_reports_negative_durations(
+    system: ActorSystem,
+) -> None:
+    """The drain's histogram is the difference of two readings; a reset between them starts
+    the counts again from zero, so the difference must not go below zero."""
+    seen: list[Event] = []
+    system.bus.subscribe(seen.append, events=(CallsRecorded,))
+    breaker = system.create_breaker("reset-in-drain")
+    breaker.call(ok)  # the first call is timed
+    await breaker.metrics_async()  # drained: one duration in the histogram
+    breaker.call(ok)  # not timed (one in SAMPLE_MASK + 1), counted
+    await breaker.reset_async()  # one drain: the success, then the reset empties the histogram
+    await wait_until(lambda: len(outcomes(seen)) == 2)
+    first, second = outcomes(seen)
+    assert sum(first.duration_buckets) == 1
+    assert min(second.duration_buckets) == 0
+    assert len(second.duration_buckets) == len(first.duration_buckets)
+
+
 # -- subscribing and unsubscribing ---------------------------------------------------------
 
 
