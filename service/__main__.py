@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
 
     overrides = ", ".join(ENV_OVERRIDES)
     parser = argparse.ArgumentParser(
-        prog="python -m service",
+        prog="breakerd serve",  # also `python -m service`: the same command
         description=(
             "breakerd: circuit breakers as a service, with an OpenAI-compatible LLM gateway "
             "and an HTTP admin API.  With no provider API key set it serves from a built-in "
