@@ -44,7 +44,7 @@ from service.gateway.core import (
     upstream_error,
     with_model,
 )
-from service.gateway.relay import chat_end, relay
+from service.gateway.relay import chat_end
 from service.http import problem_for
 from service.llm.chain import Link
 from service.llm.errors import APIError, MalformedResponseError, error_for_type
@@ -113,15 +113,7 @@ class ChatCall(Call):
     def stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         if speaks_anthropic(link):
             return self._translated_stream(link)
-        return self._relayed_stream(link)
-
-    async def _relayed_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
-        body = with_model(self.fields, self.models[link])
-        response = await open_stream(self.session, link, "/chat/completions", body)
-        batches = relay(link.provider, response, end=chat_end, model=self.renamed(link))
-        async with contextlib.aclosing(batches):
-            async for batch in batches:
-                yield batch
+        return self.relayed(link, "/chat/completions", chat_end)
 
     async def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         provider = link.provider

@@ -14,17 +14,19 @@ A body is decoded in full only when the serving provider speaks the other wire f
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
 import aiohttp
 import msgspec
 from aiohttp import web
 
+from service.gateway.relay import EndMarker, relay
 from service.http import Problem, read_json, retry_after_header
 from service.llm.chain import Link
 from service.llm.client import DEFAULT_BREAKER_CONFIG, LLMClient
@@ -194,6 +196,16 @@ class Call:
     def renamed(self, link: Link) -> str | None:
         """The model name to put in ``link``'s answers, when the route aliases it."""
         return self.route.name if self.route.aliased(self.models[link]) else None
+
+    async def relayed(self, link: Link, path: str, end: EndMarker) -> AsyncGenerator[bytes, None]:
+        """A stream from a provider of the client's own wire format: the body forwarded with
+        only ``model`` rewritten, the events relayed as they come (see :func:`relay`)."""
+        body = with_model(self.fields, self.models[link])
+        response = await open_stream(self.session, link, path, body)
+        batches = relay(link.provider, response, end=end, model=self.renamed(link))
+        async with contextlib.aclosing(batches):
+            async for batch in batches:
+                yield batch
 
 
 # -- forwarding ------------------------------------------------------------------------------

@@ -47,7 +47,7 @@ from service.gateway.core import (
     upstream_error,
     with_model,
 )
-from service.gateway.relay import messages_end, relay
+from service.gateway.relay import messages_end
 from service.http import Problem, json_response, problem_for
 from service.llm.chain import Link
 from service.llm.errors import APIError, MalformedResponseError, error_for_type
@@ -125,16 +125,8 @@ class MessagesCall(Call):
 
     def stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         if speaks_anthropic(link):
-            return self._relayed_stream(link)
+            return self.relayed(link, "/v1/messages", messages_end)
         return self._translated_stream(link)
-
-    async def _relayed_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
-        body = with_model(self.fields, self.models[link])
-        response = await open_stream(self.session, link, "/v1/messages", body)
-        batches = relay(link.provider, response, end=messages_end, model=self.renamed(link))
-        async with contextlib.aclosing(batches):
-            async for batch in batches:
-                yield batch
 
     async def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         provider = link.provider
