@@ -89,7 +89,7 @@ class ChatCall(Call):
     async def answer(self, link: Link) -> bytes:
         if speaks_anthropic(link):
             payload, _ = await post_json(
-                self.session, link, "/v1/messages", self._anthropic_body(link)
+                self.transport, link, "/v1/messages", self._anthropic_body(link)
             )
             try:
                 chat = messages_response_to_chat(
@@ -103,7 +103,7 @@ class ChatCall(Call):
                 ) from None
             return _encoder.encode(chat)
         payload, _ = await post_json(
-            self.session, link, "/chat/completions", with_model(self.fields, self.models[link])
+            self.transport, link, "/chat/completions", with_model(self.fields, self.models[link])
         )
         renamed = self.renamed(link)
         return payload if renamed is None else rename_model(payload, renamed)
@@ -117,7 +117,7 @@ class ChatCall(Call):
 
     async def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         provider = link.provider
-        response = await open_stream(self.session, link, "/v1/messages", self._anthropic_body(link))
+        stream = await open_stream(self.transport, link, "/v1/messages", self._anthropic_body(link))
         options = self.decoded.get("stream_options")
         translator = MessagesStreamToChat(
             model=self.route.name,
@@ -127,7 +127,7 @@ class ChatCall(Call):
             structured=structured_output_requested(self.decoded),
         )
         try:
-            async with contextlib.aclosing(provider.events(response)) as events:
+            async with contextlib.aclosing(provider.events(stream)) as events:
                 async for event in events:
                     try:
                         data = _decoder.decode(event.data)
@@ -150,7 +150,7 @@ class ChatCall(Call):
                     if translator.done:
                         break
         finally:
-            response.release()
+            stream.release()
         if not translator.done:
             raise MalformedResponseError(
                 "the stream ended before its end marker", provider=link.name

@@ -22,7 +22,6 @@ import time
 from collections.abc import AsyncGenerator, Callable, Mapping
 from typing import Any
 
-import aiohttp
 import msgspec
 from aiohttp import web
 
@@ -32,6 +31,7 @@ from service.llm.chain import Link
 from service.llm.client import DEFAULT_BREAKER_CONFIG, LLMClient
 from service.llm.errors import APIError, InvalidRequestError, RateLimitError
 from service.llm.translate import UntranslatableError
+from service.llm.transport import Stream, Transport
 from service.llm.wire.anthropic import AnthropicMessages
 from service.logs import REQUEST_INFO
 
@@ -175,16 +175,16 @@ def untranslatable_answer(link: Link, exc: UntranslatableError) -> InvalidReques
 
 
 class Call:
-    """One request on its route: its raw fields, the model each link sends, the session, and
-    the body decoded once (only if a provider of the other format needs it translated)."""
+    """One request on its route: its raw fields, the model each link sends, the transport,
+    and the body decoded once (only if a provider of the other format needs it translated)."""
 
-    __slots__ = ("_decoded", "fields", "models", "route", "session")
+    __slots__ = ("_decoded", "fields", "models", "route", "transport")
 
     def __init__(self, route: Route, fields: Fields) -> None:
         self.route = route
         self.fields = fields
         self.models = route.models()
-        self.session = route.client.sessions.get()
+        self.transport = route.client.sessions.get()
         self._decoded: dict[str, Any] | None = None
 
     @property
@@ -201,8 +201,8 @@ class Call:
         """A stream from a provider of the client's own wire format: the body forwarded with
         only ``model`` rewritten, the events relayed as they come (see :func:`relay`)."""
         body = with_model(self.fields, self.models[link])
-        response = await open_stream(self.session, link, path, body)
-        batches = relay(link.provider, response, end=end, model=self.renamed(link))
+        stream = await open_stream(self.transport, link, path, body)
+        batches = relay(link.provider, stream, end=end, model=self.renamed(link))
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 yield batch
@@ -221,12 +221,12 @@ def upstream_headers(link: Link, *, stream: bool) -> dict[str, str]:
 
 
 async def post_json(
-    session: aiohttp.ClientSession, link: Link, path: str, body: bytes
+    transport: Transport, link: Link, path: str, body: bytes
 ) -> tuple[bytes, Mapping[str, str]]:
     """POST ``body`` to ``path`` under the link's base URL; the whole 2xx answer."""
     provider = link.provider
-    return await provider.read(
-        session,
+    return await provider.fetch(
+        transport,
         provider.base_url.rstrip("/") + path,
         body,
         upstream_headers(link, stream=False),
@@ -234,18 +234,15 @@ async def post_json(
     )
 
 
-async def open_stream(
-    session: aiohttp.ClientSession, link: Link, path: str, body: bytes
-) -> aiohttp.ClientResponse:
-    """POST a streaming request; the open 2xx response (the caller releases it)."""
+async def open_stream(transport: Transport, link: Link, path: str, body: bytes) -> Stream:
+    """POST a streaming request; the open 2xx answer (the caller releases it)."""
     provider = link.provider
-    return await provider.post(
-        session,
+    return await provider.open(
+        transport,
         provider.base_url.rstrip("/") + path,
         body,
         upstream_headers(link, stream=True),
-        stream=True,
-        timeout=None,
+        None,
     )
 
 

@@ -50,11 +50,11 @@ async def handle(route_of: RouteOf, request: web.Request) -> web.Response:
             param="model",
         )
     models = route.models()
-    session = route.client.sessions.get()
+    transport = route.client.sessions.get()
 
     async def attempt(link: Link) -> bytes:
         upstream = models[link]
-        payload, _ = await post_json(session, link, "/embeddings", with_model(fields, upstream))
+        payload, _ = await post_json(transport, link, "/embeddings", with_model(fields, upstream))
         return rename_model(payload, route.name) if route.aliased(upstream) else payload
 
     try:

@@ -107,11 +107,11 @@ class MessagesCall(Call):
     async def answer(self, link: Link) -> bytes:
         if speaks_anthropic(link):
             body = with_model(self.fields, self.models[link])
-            payload, _ = await post_json(self.session, link, "/v1/messages", body)
+            payload, _ = await post_json(self.transport, link, "/v1/messages", body)
             renamed = self.renamed(link)
             return payload if renamed is None else rename_model(payload, renamed)
         payload, _ = await post_json(
-            self.session, link, "/chat/completions", self._chat_body(link, stream=False)
+            self.transport, link, "/chat/completions", self._chat_body(link, stream=False)
         )
         try:
             message = chat_response_to_messages(_decoder.decode(payload), model=self.route.name)
@@ -131,10 +131,10 @@ class MessagesCall(Call):
     async def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         provider = link.provider
         body = self._chat_body(link, stream=True)
-        response = await open_stream(self.session, link, "/chat/completions", body)
+        stream = await open_stream(self.transport, link, "/chat/completions", body)
         translator = ChatStreamToMessages(model=self.route.name, message_id=new_id("msg_"))
         try:
-            async with contextlib.aclosing(provider.events(response)) as events:
+            async with contextlib.aclosing(provider.events(stream)) as events:
                 async for event in events:
                     if event.data == "[DONE]":
                         yield _events(translator.finish())
@@ -161,7 +161,7 @@ class MessagesCall(Call):
                     if out:
                         yield _events(out)
         finally:
-            response.release()
+            stream.release()
         raise MalformedResponseError("the stream ended before its end marker", provider=link.name)
 
 
@@ -214,11 +214,11 @@ async def count_tokens(route_of: RouteOf, request: web.Request) -> web.Response:
                 param="model",
             )
         models = route.models()
-        session = route.client.sessions.get()
+        transport = route.client.sessions.get()
 
         async def attempt(link: Link) -> bytes:
             body = with_model(fields, models[link])
-            payload, _ = await post_json(session, link, "/v1/messages/count_tokens", body)
+            payload, _ = await post_json(transport, link, "/v1/messages/count_tokens", body)
             return payload
 
         payload, link = await route.client.chain.call(attempt, POLICY, links)

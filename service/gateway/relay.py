@@ -1,6 +1,6 @@
 """Relaying an upstream's SSE stream to the client, events unchanged.
 
-The upstream's bytes are read as they arrive (``iter_any``: everything buffered at once) and
+The upstream's bytes are read as they arrive (everything buffered at once) and
 cut into whole events; each read becomes at most one write to the client, so a burst of
 small events costs one socket write, not one per event (coalescing).  Events are re-emitted
 as received, except that ``model`` is rewritten where the route aliases it, and the relay
@@ -14,14 +14,14 @@ Pure parts (:class:`EventSplitter`, :func:`rename_event`) are separate from the 
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 from collections.abc import AsyncGenerator, Callable
 
-import aiohttp
 import msgspec
 
-from service.llm.errors import MalformedResponseError, error_for_transport
+from service.llm.errors import MalformedResponseError
 from service.llm.provider import Provider, drain
+from service.llm.transport import Stream
 
 _encoder = msgspec.json.Encoder()
 
@@ -107,7 +107,7 @@ def rename_event(event: bytes, data: bytes, model: str) -> bytes:
 
 async def relay(
     provider: Provider,
-    response: aiohttp.ClientResponse,
+    stream: Stream,
     *,
     end: EndMarker,
     model: str | None,
@@ -115,36 +115,39 @@ async def relay(
     """The upstream stream as byte batches to write, each whole events; ``model`` set renames
     the model in every event.  Raises :class:`MalformedResponseError` when the stream ends
     before its end marker, and the mapped error for a broken connection.  Releases the
-    response; after the end marker the rest of the body is read, so the connection is reused.
+    stream; after the end marker the rest of the body is read, so the connection is reused.
     """
     splitter = EventSplitter()
-    done = False
+    read_timeout = provider.read_timeout(None)
+    last: bytes | None = None
     try:
-        async for chunk in response.content.iter_any():
-            out: list[bytes] = []
-            for event in splitter.feed(chunk):
-                data = event_data(event)
-                if data is not None:
-                    if end(data):
-                        done = True
-                    elif model is not None:
-                        event = rename_event(event, data, model)
-                out.append(event)
-                out.append(b"\n\n")
-            if done:
-                # Read the rest before the last write: the connection goes back to the pool
-                # even when the client stops reading right after the end marker.
-                await drain(response)
-                response.release()
-                yield b"".join(out)
-                return
-            if out:
-                yield b"".join(out)
-    except (asyncio.CancelledError, GeneratorExit):
-        response.close()
+        async with contextlib.aclosing(provider.chunks(stream, None)) as chunks:
+            async for chunk in chunks:
+                out: list[bytes] = []
+                done = False
+                for event in splitter.feed(chunk):
+                    data = event_data(event)
+                    if data is not None:
+                        if end(data):
+                            done = True
+                        elif model is not None:
+                            event = rename_event(event, data, model)
+                    out.append(event)
+                    out.append(b"\n\n")
+                if done:
+                    # Read the rest before the last write: the connection goes back to the
+                    # pool even when the client stops reading right after the end marker.
+                    await drain(stream, read_timeout)
+                    last = b"".join(out)
+                    break
+                if out:
+                    yield b"".join(out)
+    except BaseException:
+        stream.close()
         raise
-    except Exception as exc:
-        response.close()
-        raise error_for_transport(provider.name, exc, secret=provider.secret) from exc
-    response.release()
-    raise MalformedResponseError("the stream ended before its end marker", provider=provider.name)
+    stream.release()
+    if last is None:
+        raise MalformedResponseError(
+            "the stream ended before its end marker", provider=provider.name
+        )
+    yield last

@@ -199,10 +199,10 @@ class LLMClient:
         """
         request = build_request(messages, params, provider=self.provider)
         models = self.check(model)
-        session = self.sessions.get()
+        transport = self.sessions.get()
 
         async def attempt(link: Link) -> LLMResponse:
-            return await link.provider.complete(session, request, models[link], timeout)
+            return await link.provider.complete(transport, request, models[link], timeout)
 
         try:
             response, _ = await self.chain.call(attempt, DEFAULT_BREAKER_CONFIG)
@@ -262,12 +262,12 @@ class LLMClient:
         use_fallback: bool,
         timeout: float | None,
     ) -> AsyncGenerator[Delta, None]:
-        session = self.sessions.get()
+        transport = self.sessions.get()
         results: dict[Link, StreamResult] = {}
 
         def items(link: Link) -> AsyncGenerator[Delta, None]:
             result = results[link] = StreamResult()
-            return link.provider.stream(session, request, models[link], timeout, result)
+            return link.provider.stream(transport, request, models[link], timeout, result)
 
         try:
             link, source, first = await self.chain.stream(items, DEFAULT_BREAKER_CONFIG)

@@ -11,7 +11,7 @@ Mapping, in one place (the wire modules and the client only call the functions b
 - :func:`error_for_status`: an HTTP error answer (status, headers, body) -> error class.
 - :func:`error_for_type`: an error *inside* a 200 answer (an SSE ``error`` event, an OpenAI
   ``{"error": ...}`` chunk), keyed by the provider's error type.
-- :func:`error_for_transport`: aiohttp / socket / timeout exceptions -> error class.
+- :func:`error_for_transport`: transport / socket / timeout exceptions -> error class.
 """
 
 from __future__ import annotations
@@ -23,10 +23,10 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-import aiohttp
 import msgspec
 
 from actors.errors import CircuitBreakerOpenError
+from service.llm.transport import AnswerCutError, InvalidURLError, ProtocolError
 
 __all__ = [
     "APIError",
@@ -148,7 +148,7 @@ class ProviderConfigurationError(APIError):
     """The client cannot call this provider as configured: no API key, no base URL, no model.
 
     Raised at the first call, before any request is sent (or in place of one, for a base URL
-    that aiohttp refuses); the message names the option and the environment variable that
+    the transport cannot call); the message names the option and the environment variable that
     would fix it.  Ignored by the breaker, like the caller's other mistakes.
     """
 
@@ -301,24 +301,25 @@ def error_for_type(
 def error_for_transport(
     provider: str, exc: BaseException, *, secret: str | None = None
 ) -> APIError:
-    """The error for an exception raised by aiohttp or the socket layer during a request.
+    """The error for an exception raised by the HTTP transport (``service.llm.transport``) or
+    the socket layer during a request.
 
-    Timeouts, refused and reset connections and bodies cut short are all
-    :class:`NetworkTimeoutError`; a URL aiohttp cannot use is a configuration error; any other
-    aiohttp error is a malformed answer (for example an invalid HTTP status line).  Anything
-    else (a ``ValueError`` for a header value aiohttp refuses, a bug in a library below us)
-    is a plain :class:`APIError`: counted, and a fallback is tried, never a bare 500.
+    Timeouts, refused and reset connections and answers cut short are all
+    :class:`NetworkTimeoutError`; a URL the transport cannot call is a configuration error; an
+    answer that is not HTTP is a malformed answer.  Anything else (a ``ValueError`` for a
+    header value that cannot be sent, a bug in a library below us) is a plain
+    :class:`APIError`: counted, and a fallback is tried, never a bare 500.
     """
     detail = redact(f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__, secret)
     if isinstance(exc, TimeoutError):
         return NetworkTimeoutError(f"timed out ({detail})", provider=provider)
-    if isinstance(exc, aiohttp.ClientPayloadError):
+    if isinstance(exc, AnswerCutError):
         return NetworkTimeoutError(f"connection broke mid-answer ({detail})", provider=provider)
-    if isinstance(exc, aiohttp.InvalidURL):
+    if isinstance(exc, InvalidURLError):
         return ProviderConfigurationError(f"invalid base URL ({detail})", provider=provider)
-    if isinstance(exc, aiohttp.ClientConnectionError | OSError):
+    if isinstance(exc, OSError):  # ConnectionError, ssl.SSLError, socket.gaierror
         return NetworkTimeoutError(f"connection failed ({detail})", provider=provider)
-    if isinstance(exc, aiohttp.ClientError):
+    if isinstance(exc, ProtocolError):
         return MalformedResponseError(f"unusable answer ({detail})", provider=provider)
     return APIError(f"request failed ({detail})", provider=provider)
 

@@ -4,16 +4,16 @@ This is what the breaker guards.  It raises only :class:`APIError` subclasses (a
 cancellation), so that the breaker's policy sees exactly the error classes of
 ``service.llm.errors``; it knows nothing about breakers or fallbacks itself.
 
-Two levels: :meth:`Provider.post` / :meth:`Provider.read` / :meth:`Provider.events` move bytes
-and SSE events (the gateway forwards those as they are), and :meth:`Provider.complete` /
-:meth:`Provider.stream` speak in :class:`ChatRequest` and :class:`LLMResponse` through the
-provider's wire format (the library).
+Two levels: :meth:`Provider.fetch`, :meth:`Provider.open`, :meth:`Provider.chunks` and
+:meth:`Provider.events` move bytes and SSE events (the gateway forwards those as they are),
+and :meth:`Provider.complete` / :meth:`Provider.stream` speak in :class:`ChatRequest` and
+:class:`LLMResponse` through the provider's wire format (the library).
 
 Connection slots: a provider has ``pool_size`` of them per event loop, and a call waits at
 most ``pool_timeout`` for one (:meth:`Provider.slot`).  The wait happens before the breaker
 admits the call and before the request's own timeout starts, so a busy local pool is never
-blamed on the provider (issue 13 #1).  aiohttp's connector is unlimited: its limit would be a
-second, untimed queue inside the request's timeout.
+blamed on the provider (issue 13 #1).  The transport (``service.llm.transport``) has no limit
+of its own: one would be a second, untimed queue inside the request's timeout.
 """
 
 from __future__ import annotations
@@ -25,8 +25,6 @@ import time
 import weakref
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 
-import aiohttp
-
 from service.llm.errors import (
     InvalidRequestError,
     MalformedResponseError,
@@ -36,24 +34,22 @@ from service.llm.errors import (
 )
 from service.llm.schema import ChatRequest, Delta, LLMResponse, StreamResult
 from service.llm.settings import ProviderSettings
+from service.llm.transport import Stream, Transport
 from service.llm.wire.sse import SSEEvent, iter_sse
 
 logger = logging.getLogger("service.llm")
 
 
 class Provider:
-    """Calls one configured provider over a session the caller owns."""
+    """Calls one configured provider over a transport the caller owns."""
 
-    __slots__ = ("_read_timeout", "_slots", "_total_timeout", "settings")
+    __slots__ = ("_slots", "settings")
 
     def __init__(self, settings: ProviderSettings) -> None:
         self.settings = settings
         self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
             weakref.WeakKeyDictionary()
         )
-        # Built once: a ClientTimeout per request is measurable on the gateway's hot path.
-        self._total_timeout = self._timeout(None, stream=False)
-        self._read_timeout = self._timeout(None, stream=True)
 
     def __repr__(self) -> str:
         settings = self.settings
@@ -106,92 +102,110 @@ class Provider:
 
     # -- bytes -------------------------------------------------------------------------------
 
-    def _timeout(self, timeout: float | None, *, stream: bool) -> aiohttp.ClientTimeout:
-        settings = self.settings
-        limit = timeout if timeout is not None else settings.timeout
-        connect = min(settings.connect_timeout, limit)
-        if stream:  # a stream may take longer than any total: bound each read instead
-            return aiohttp.ClientTimeout(total=None, connect=connect, sock_read=limit)
-        return aiohttp.ClientTimeout(total=limit, connect=connect)
-
     @property
     def base_url(self) -> str:
         # ProviderSettings.check() has run: a callable provider has a base URL.
         assert self.settings.base_url is not None
         return self.settings.base_url
 
-    async def post(
-        self,
-        session: aiohttp.ClientSession,
-        url: str,
-        body: bytes,
-        headers: Mapping[str, str],
-        *,
-        stream: bool,
-        timeout: float | None,
-    ) -> aiohttp.ClientResponse:
-        """Send ``body``; return the open 2xx response (the caller reads and releases it).
+    def _limits(self, timeout: float | None) -> tuple[float, float]:
+        """(the exchange's timeout, the connect timeout within it)."""
+        limit = timeout if timeout is not None else self.settings.timeout
+        return limit, min(self.settings.connect_timeout, limit)
 
-        Raises the mapped :class:`APIError` for an error status (its ``upstream_body`` holds
-        the provider's answer, key redacted) and for every transport fault.
-        """
-        if timeout is None:
-            client_timeout = self._read_timeout if stream else self._total_timeout
-        else:
-            client_timeout = self._timeout(timeout, stream=stream)
-        try:
-            response = await session.post(
-                url, data=body, headers=headers, timeout=client_timeout, allow_redirects=False
-            )
-            status = response.status
-            if 200 <= status <= 299:
-                return response
-            try:
-                payload = await response.read()
-            finally:
-                response.release()
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise error_for_transport(self.name, exc, secret=self.secret) from exc
-        logger.debug("%s: POST %s -> %d (%d bytes)", self.name, url, status, len(payload))
-        raise error_for_status(
-            self.name, status, response.headers, payload, secret=self.secret, now=time.time()
-        )
-
-    async def read(
+    async def fetch(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         url: str,
         body: bytes,
         headers: Mapping[str, str],
         timeout: float | None,
     ) -> tuple[bytes, Mapping[str, str]]:
-        """One whole 2xx answer: its body and headers (see :meth:`post` for errors)."""
-        response = await self.post(session, url, body, headers, stream=False, timeout=timeout)
+        """POST ``body``; the whole 2xx answer's body and headers.  ``timeout`` (seconds for
+        the whole exchange) overrides the provider's.
+
+        Raises the mapped :class:`APIError` for an error status (its ``upstream_body`` holds
+        the provider's answer, key redacted) and for every transport fault.
+        """
+        limit, connect = self._limits(timeout)
         try:
-            payload = await response.read()
+            answer = await transport.fetch(
+                url, headers, body, timeout=limit, connect_timeout=connect
+            )
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             raise error_for_transport(self.name, exc, secret=self.secret) from exc
-        finally:
-            response.release()
-        return payload, response.headers
+        if 200 <= answer.status <= 299:
+            return answer.body, answer.headers
+        raise self._status_error(url, answer.status, answer.headers, answer.body)
 
-    async def events(self, response: aiohttp.ClientResponse) -> AsyncGenerator[SSEEvent, None]:
+    async def open(
+        self,
+        transport: Transport,
+        url: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        timeout: float | None,
+    ) -> Stream:
+        """POST a streaming request; the open 2xx answer (the caller releases it).
+        ``timeout`` bounds the wait for the answer's head and each read after it (a stream
+        may take longer than any total).  Errors as for :meth:`fetch`."""
+        limit, connect = self._limits(timeout)
+        try:
+            stream = await transport.open(
+                url, headers, body, read_timeout=limit, connect_timeout=connect
+            )
+            if 200 <= stream.status <= 299:
+                return stream
+            try:
+                payload = await stream.read(limit)
+            finally:
+                stream.release()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise error_for_transport(self.name, exc, secret=self.secret) from exc
+        raise self._status_error(url, stream.status, stream.headers, payload)
+
+    def _status_error(
+        self, url: str, status: int, headers: Mapping[str, str], payload: bytes
+    ) -> Exception:
+        logger.debug("%s: POST %s -> %d (%d bytes)", self.name, url, status, len(payload))
+        return error_for_status(
+            self.name, status, headers, payload, secret=self.secret, now=time.time()
+        )
+
+    def read_timeout(self, timeout: float | None) -> float:
+        """The bound on each read of a stream."""
+        return self._limits(timeout)[0]
+
+    async def chunks(self, stream: Stream, timeout: float | None) -> AsyncGenerator[bytes, None]:
+        """A streamed 2xx answer's body as it arrives, transport faults mapped (see
+        :meth:`fetch`).  Releases nothing: the caller does."""
+        try:
+            async for chunk in stream.chunks(self.read_timeout(timeout)):
+                yield chunk
+        except (asyncio.CancelledError, GeneratorExit):
+            raise
+        except Exception as exc:
+            raise error_for_transport(self.name, exc, secret=self.secret) from exc
+
+    async def events(
+        self, stream: Stream, timeout: float | None = None
+    ) -> AsyncGenerator[SSEEvent, None]:
         """The SSE events of a streamed 2xx answer, then the rest of the body read to its end.
 
-        Reading past the end marker is what lets aiohttp put the connection back in the pool
-        (stopping at ``[DONE]`` closed it: one new connection, and TLS handshake, per stream).
-        The consumer stops iterating at the format's end marker and closes the generator; the
+        Reading past the end marker is what puts the connection back in the pool (stopping at
+        ``[DONE]`` closed it: one new connection, and TLS handshake, per stream).  The
+        consumer stops iterating at the format's end marker and closes the generator; the
         drain happens then, in ``finally``, bounded by the read timeout.
         """
-        content = response.content
+        read_timeout = self.read_timeout(timeout)
         try:
-            async for event in iter_sse(content):
+            async for event in iter_sse(stream.lines(read_timeout)):
                 yield event
-        except ValueError as exc:  # not UTF-8, or a line beyond aiohttp's limit
+        except ValueError as exc:  # not UTF-8, or a line beyond the transport's limit
             raise MalformedResponseError(
                 f"unreadable stream ({type(exc).__name__})", provider=self.name
             ) from exc
@@ -200,7 +214,7 @@ class Provider:
         except Exception as exc:
             raise error_for_transport(self.name, exc, secret=self.secret) from exc
         finally:
-            await drain(response)
+            await drain(stream, read_timeout)
 
     # -- the library: requests and answers in a wire format ------------------------------------
 
@@ -216,7 +230,7 @@ class Provider:
 
     async def complete(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         request: ChatRequest,
         model: str,
         timeout: float | None,
@@ -227,14 +241,13 @@ class Provider:
         """
         wire = self.settings.wire
         body = self._body(request, model, stream=False)
-        payload, _ = await self.read(
-            session, wire.url(self.base_url), body, wire.headers(self.secret, stream=False), timeout
-        )
+        headers = wire.headers(self.secret, stream=False)
+        payload, _ = await self.fetch(transport, wire.url(self.base_url), body, headers, timeout)
         return wire.parse(payload, request, provider=self.name, model=model, secret=self.secret)
 
     async def stream(
         self,
-        session: aiohttp.ClientSession,
+        transport: Transport,
         request: ChatRequest,
         model: str,
         timeout: float | None,
@@ -249,23 +262,17 @@ class Provider:
         wire = self.settings.wire
         body = self._body(request, model, stream=True)
         decoder = wire.decoder(request, provider=self.name, secret=self.secret, into=into)
-        response = await self.post(
-            session,
-            wire.url(self.base_url),
-            body,
-            wire.headers(self.secret, stream=True),
-            stream=True,
-            timeout=timeout,
-        )
+        headers = wire.headers(self.secret, stream=True)
+        stream = await self.open(transport, wire.url(self.base_url), body, headers, timeout)
         try:
-            async with contextlib.aclosing(self.events(response)) as events:
+            async with contextlib.aclosing(self.events(stream, timeout)) as events:
                 async for event in events:
                     for delta in decoder.feed(event):
                         yield delta
                     if decoder.done:
                         break
         finally:
-            response.release()
+            stream.release()
         if not decoder.done:
             raise MalformedResponseError(
                 "the stream ended before its end marker", provider=self.name
@@ -274,14 +281,14 @@ class Provider:
             into.model = model
 
 
-async def drain(response: aiohttp.ClientResponse) -> None:
-    """Read what is left of a response so that its connection can be reused; a failure only
-    means the connection is closed instead."""
-    if response.content.at_eof():
+async def drain(stream: Stream, read_timeout: float) -> None:
+    """Read what is left of a streamed answer so that its connection can be reused; a
+    failure only means the connection is closed instead (on release)."""
+    if stream.at_eof:
         return
     try:
-        await response.content.read()
+        await stream.read(read_timeout)
     except asyncio.CancelledError:
         raise
     except Exception:
-        response.close()
+        stream.close()

@@ -1,15 +1,17 @@
-"""One ``aiohttp.ClientSession`` per client per event loop, and nothing left unclosed.
+"""One HTTP transport (``service.llm.transport``) per client per event loop, nothing left open.
 
-An aiohttp session belongs to the loop it was made on, and a client may be used from several
-loops over its life (``asyncio.run()`` twice, its own sync facade's loop, a host application's
-loop).  So the pool keeps one session per loop, each with a *keeper* task on that loop: the
-keeper waits until the pool closes the session, or until the loop cancels it on the way out
-(``asyncio.run`` cancels every task before it closes the loop), and closes the session in both
-cases.  That is what keeps "Unclosed client session" warnings away even when a caller forgets
-:meth:`SessionPool.aclose`.
+A transport (its kept-alive connections) belongs to the loop it was made on, and a client may
+be used from several loops over its life (``asyncio.run()`` twice, its own sync facade's loop,
+a host application's loop).  So the pool keeps one transport per loop, each with a *keeper*
+task on that loop: the keeper waits until the pool closes the transport, or until the loop
+cancels it on the way out (``asyncio.run`` cancels every task before it closes the loop), and
+closes the transport's connections in both cases, on their own loop, even when a caller
+forgets :meth:`SessionPool.aclose`.  (The names say "session" after the aiohttp sessions this
+pool held before; ``client.sessions`` is public.)
 
-Alternatives considered: one session for the client's whole life breaks on the second loop;
-a session per call gives up connection reuse; closing in ``__del__`` cannot await.
+Alternatives considered: one transport for the client's whole life breaks on the second loop;
+a transport per call gives up connection reuse; closing in ``__del__`` runs on the wrong
+thread.
 """
 
 from __future__ import annotations
@@ -18,23 +20,23 @@ import asyncio
 import contextlib
 import threading
 
-import aiohttp
+from service.llm.transport import Transport
 
 
 class _Entry:
-    __slots__ = ("keeper", "loop", "release", "session")
+    __slots__ = ("keeper", "loop", "release", "transport")
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, session: aiohttp.ClientSession) -> None:
+    def __init__(self, loop: asyncio.AbstractEventLoop, transport: Transport) -> None:
         self.loop = loop
-        self.session = session
+        self.transport = transport
         self.release = asyncio.Event()
         self.keeper: asyncio.Task[None] | None = None
 
 
 class SessionPool:
-    """Sessions of one client, keyed by event loop.  Thread-safe.
+    """Transports of one client, keyed by event loop.  Thread-safe.
 
-    The sessions' connectors have no limit of their own: each provider bounds its connections
+    The transports have no connection limit of their own: each provider bounds its connections
     with its slots (``Provider.slot``), whose wait is timed apart from the request.
     """
 
@@ -52,42 +54,41 @@ class SessionPool:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self) -> aiohttp.ClientSession:
-        """The running loop's session, made on first use.  Call from a coroutine.
+    def get(self) -> Transport:
+        """The running loop's transport, made on first use.  Call from a coroutine.
 
         Raises ``RuntimeError`` once the pool is closed.
         """
         loop = asyncio.get_running_loop()
         entry = self._entries.get(loop)
         if entry is not None:
-            return entry.session
+            return entry.transport
         with self._lock:
             if self._closed:
                 raise RuntimeError("the LLM client is closed")
             entry = self._entries.get(loop)
             if entry is None:
-                connector = aiohttp.TCPConnector(limit=0)
-                entry = _Entry(loop, aiohttp.ClientSession(connector=connector))
+                entry = _Entry(loop, Transport())
                 self._entries[loop] = entry
                 entry.keeper = loop.create_task(self._keep(entry), name="llm-session-keeper")
-        return entry.session
+        return entry.transport
 
     async def _keep(self, entry: _Entry) -> None:
         try:
             await entry.release.wait()
         finally:
             # Reached by a release or by the loop cancelling its tasks as it shuts down.  The
-            # entry stays listed until the session is closed, so that release_current() can
+            # entry stays listed until the transport is closed, so that release_current() can
             # wait for a close already under way.
             try:
-                await entry.session.close()
+                entry.transport.close()
             finally:
                 with self._lock:
                     if self._entries.get(entry.loop) is entry:
                         del self._entries[entry.loop]
 
     async def release_current(self) -> None:
-        """Close the running loop's session, if any, and wait until it is closed."""
+        """Close the running loop's transport, if any, and wait until it is closed."""
         entry = self._entries.get(asyncio.get_running_loop())
         if entry is None:
             return
@@ -96,14 +97,14 @@ class SessionPool:
             await entry.keeper
 
     async def aclose(self) -> None:
-        """Close every session.  The running loop's is closed before this returns; a session of
+        """Close every transport.  The running loop's is closed before this returns; one of
         another, still running loop is closed by that loop's keeper shortly after."""
         self.close_elsewhere()
         await self.release_current()
 
     def close_elsewhere(self) -> None:
-        """Mark the pool closed and release every session without waiting: each keeper closes
-        its session on its own loop.  Safe from any thread."""
+        """Mark the pool closed and release every transport without waiting: each keeper closes
+        its transport on its own loop.  Safe from any thread."""
         with self._lock:
             self._closed = True
             entries = list(self._entries.values())

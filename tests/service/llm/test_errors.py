@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import math
+import ssl
 
-import aiohttp
 import pytest
 
 from actors import CircuitState
@@ -28,6 +28,7 @@ from service.llm.errors import (
     redact,
     retry_after_from_headers,
 )
+from service.llm.transport import AnswerCutError, InvalidURLError, ProtocolError
 
 NOW = 1_700_000_000.0  # 2023-11-14T22:13:20Z
 
@@ -151,12 +152,13 @@ def test_error_for_type(error_type: str | None, expected: type[APIError]) -> Non
     ("exc", "expected"),
     [
         (TimeoutError(), NetworkTimeoutError),
-        (aiohttp.ServerTimeoutError("read"), NetworkTimeoutError),
-        (aiohttp.ServerDisconnectedError(), NetworkTimeoutError),
+        (ConnectionError("closed before the answer"), NetworkTimeoutError),
         (ConnectionResetError(104, "reset"), NetworkTimeoutError),
-        (aiohttp.ClientPayloadError("cut"), NetworkTimeoutError),
-        (aiohttp.InvalidURL("nope"), ProviderConfigurationError),
-        (aiohttp.ClientError("other"), MalformedResponseError),
+        (ssl.SSLCertVerificationError("self-signed"), NetworkTimeoutError),
+        (AnswerCutError("cut"), NetworkTimeoutError),
+        (InvalidURLError("nope"), ProviderConfigurationError),
+        (ProtocolError("not HTTP"), MalformedResponseError),
+        (ValueError("header 'x': a line break"), APIError),
     ],
 )
 def test_error_for_transport(exc: BaseException, expected: type[APIError]) -> None:
