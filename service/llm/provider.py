@@ -23,7 +23,7 @@ import contextlib
 import logging
 import time
 import weakref
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 
 from service.llm.errors import (
     InvalidRequestError,
@@ -67,32 +67,15 @@ class Provider:
 
     # -- connection slots --------------------------------------------------------------------
 
-    @contextlib.asynccontextmanager
-    async def slot(self) -> AsyncIterator[None]:
-        """Hold one of this provider's connection slots on the running loop.
-
-        Raises :class:`ProviderSaturatedError` when none frees up within ``pool_timeout``.
-        """
+    def slot(self) -> _Slot:
+        """``async with provider.slot():`` holds one of this provider's connection slots on the
+        running loop.  Raises :class:`ProviderSaturatedError` when none frees up within
+        ``pool_timeout``."""
         loop = asyncio.get_running_loop()
         slots = self._slots.get(loop)
         if slots is None:
             slots = self._slots[loop] = asyncio.Semaphore(self.settings.pool_size)
-        if slots.locked():
-            try:
-                async with asyncio.timeout(self.settings.pool_timeout):
-                    await slots.acquire()
-            except TimeoutError:
-                raise ProviderSaturatedError(
-                    f"all {self.settings.pool_size} connection slots stayed busy for "
-                    f"{self.settings.pool_timeout:g}s (pool_size, pool_timeout)",
-                    provider=self.name,
-                ) from None
-        else:
-            await slots.acquire()  # free: returns at once
-        try:
-            yield
-        finally:
-            slots.release()
+        return _Slot(self, slots)
 
     def saturation(self) -> tuple[int, int]:
         """(slots in use, pool size) on the running loop."""
@@ -279,6 +262,36 @@ class Provider:
             )
         if into.model is None:
             into.model = model
+
+
+class _Slot:
+    """One connection slot, held for an ``async with`` block (a class rather than an
+    ``asynccontextmanager``: it is entered once per provider call)."""
+
+    __slots__ = ("_provider", "_slots")
+
+    def __init__(self, provider: Provider, slots: asyncio.Semaphore) -> None:
+        self._provider = provider
+        self._slots = slots
+
+    async def __aenter__(self) -> None:
+        slots = self._slots
+        if not slots.locked():
+            await slots.acquire()  # free: returns at once
+            return
+        settings = self._provider.settings
+        try:
+            async with asyncio.timeout(settings.pool_timeout):
+                await slots.acquire()
+        except TimeoutError:
+            raise ProviderSaturatedError(
+                f"all {settings.pool_size} connection slots stayed busy for "
+                f"{settings.pool_timeout:g}s (pool_size, pool_timeout)",
+                provider=settings.name,
+            ) from None
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._slots.release()
 
 
 async def drain(stream: Stream, read_timeout: float) -> None:
