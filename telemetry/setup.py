@@ -27,9 +27,11 @@ per value, which is exactly the per-call SDK cost to avoid.  The specification's
 So :func:`attach_duration_histogram` emulates one: it wraps the reader's collect callback (set
 by the ``MeterProvider`` on registration) so that each collection returns the SDK's metrics plus
 a cumulative ``circuit_breaker.call.duration`` histogram built from the telemetry actor's
-tallies, in the ``breakerd`` scope.  This touches two SDK internals (``reader._collect`` and
-``_set_collect_callback``); ``tests/telemetry`` exercises it against real OTLP receivers so an
-SDK upgrade that moves them fails loudly.  The histogram is always cumulative.
+tallies, in the ``breakerd`` scope.  :func:`attach_histogram` adds other histograms aggregated
+outside the SDK to the same bridge (the gateway's request durations, ``telemetry.gateway``).
+This touches two SDK internals (``reader._collect`` and ``_set_collect_callback``);
+``tests/telemetry`` exercises it against real OTLP receivers so an SDK upgrade that moves them
+fails loudly.  The bridged histograms are always cumulative.
 """
 
 from __future__ import annotations
@@ -40,9 +42,10 @@ import os
 import threading
 import time
 import weakref
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import anyio.to_thread
 from opentelemetry import metrics as metrics_api
@@ -543,6 +546,33 @@ def _host_tracer_provider() -> trace_api.TracerProvider | None:
 # -- the duration histogram bridge (see the module docstring) ---------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class HistogramPoint:
+    """One series of a histogram aggregated outside the SDK, cumulative since ``start_ns``."""
+
+    attributes: Mapping[str, Any]
+    start_ns: int  # epoch nanoseconds
+    count: int
+    sum: float
+    bucket_counts: Sequence[int]  # over the histogram's bounds, plus overflow
+    min: float | None = None  # optional in OTLP
+    max: float | None = None
+
+
+class _Histogram(NamedTuple):
+    """A histogram :func:`attach_histogram` adds to each collection."""
+
+    name: str
+    unit: str
+    description: str
+    bounds: tuple[float, ...]
+    points: Callable[[], Sequence[HistogramPoint]]
+
+    def metric(self) -> Metric | None:
+        points = self.points()
+        return _histogram_metric(self.name, self.unit, self.description, self.bounds, points)
+
+
 class _Bridge:
     """Stands in for a reader's collect callback: the SDK's metrics plus breakerd's."""
 
@@ -550,11 +580,14 @@ class _Bridge:
         self.sdk_collect = sdk_collect
         self.resource = resource
         self.sources: list[BreakerMetrics] = []
+        self.histograms: list[_Histogram] = []
 
     def __call__(self, reader: MetricReader, timeout_millis: float = 10_000) -> MetricsData | None:
         data = self.sdk_collect(reader, timeout_millis=timeout_millis)
         metric = duration_metric([p for s in list(self.sources) for p in s.duration_points()])
-        return data if metric is None else _merge(data, metric, self.resource)
+        built = [metric, *(histogram.metric() for histogram in list(self.histograms))]
+        metrics = [m for m in built if m is not None]
+        return _merge(data, metrics, self.resource) if metrics else data
 
 
 _bridges: weakref.WeakKeyDictionary[MetricReader, _Bridge] = weakref.WeakKeyDictionary()
@@ -570,14 +603,59 @@ def attach_duration_histogram(
     for collections where the SDK itself had nothing to report.
     """
     with _bridges_lock:
-        bridge = _bridges.get(reader)
-        if bridge is None:
-            sdk_collect = cast(Callable[..., MetricsData | None] | None, reader._collect)
-            if sdk_collect is None:
-                raise ValueError(f"{reader!r} is not registered with a MeterProvider yet")
-            bridge = _bridges[reader] = _Bridge(sdk_collect, resource)
-            reader._set_collect_callback(cast(Any, bridge))
-        bridge.sources.append(source)
+        _bridge(reader, resource).sources.append(source)
+
+
+def attach_histogram(
+    meter_provider: metrics_api.MeterProvider,
+    name: str,
+    *,
+    unit: str,
+    description: str,
+    bounds: Sequence[float],
+    points: Callable[[], Sequence[HistogramPoint]],
+) -> list[MetricReader]:
+    """Make every collection of ``meter_provider``'s readers include the cumulative histogram
+    ``name`` over ``bounds`` (``breakerd`` scope): one data point per item of ``points()``,
+    called on the collecting thread.
+
+    The breakers' duration bridge, for other histograms aggregated outside the SDK.  Only an
+    SDK ``MeterProvider``'s readers (the ones it has now) can be reached; with another provider
+    nothing is attached and a warning is logged.  Returns the readers attached to.
+    """
+    readers: list[MetricReader] = []
+    resource = Resource.get_empty()
+    if isinstance(meter_provider, MeterProvider):
+        readers, resource = _provider_readers(meter_provider, resource)
+    if not readers:
+        logger.warning("no OpenTelemetry SDK metric reader to export %s through", name)
+    histogram = _Histogram(name, unit, description, tuple(bounds), points)
+    with _bridges_lock:
+        for reader in readers:
+            _bridge(reader, resource).histograms.append(histogram)
+    return readers
+
+
+def _bridge(reader: MetricReader, resource: Resource) -> _Bridge:
+    """``reader``'s bridge, installed on first use.  Call with ``_bridges_lock`` held."""
+    bridge = _bridges.get(reader)
+    if bridge is None:
+        sdk_collect = cast(Callable[..., MetricsData | None] | None, reader._collect)
+        if sdk_collect is None:
+            raise ValueError(f"{reader!r} is not registered with a MeterProvider yet")
+        bridge = _bridges[reader] = _Bridge(sdk_collect, resource)
+        reader._set_collect_callback(cast(Any, bridge))
+    return bridge
+
+
+def _provider_readers(
+    meter_provider: MeterProvider, resource: Resource
+) -> tuple[list[MetricReader], Resource]:
+    # Only reachable through internals (readers it adds later with add_metric_reader() are
+    # not bridged); ``resource`` if the provider has none.
+    readers = list(getattr(meter_provider, "_metric_readers", ()))
+    resource = getattr(getattr(meter_provider, "_sdk_config", None), "resource", resource)
+    return readers, resource
 
 
 def detach_duration_histogram(reader: MetricReader, source: BreakerMetrics) -> None:
@@ -594,10 +672,8 @@ def _bridge_all(
     source: BreakerMetrics,
 ) -> list[MetricReader]:
     if not readers and isinstance(meter_provider, MeterProvider):
-        # A host's SDK provider: its readers and resource are only reachable through internals
-        # (readers it adds later with add_metric_reader() are not bridged).
-        readers = list(getattr(meter_provider, "_metric_readers", ()))
-        resource = getattr(getattr(meter_provider, "_sdk_config", None), "resource", resource)
+        # A host's SDK provider.
+        readers, resource = _provider_readers(meter_provider, resource)
     if not readers:
         logger.warning(
             "the meter provider is not an OpenTelemetry SDK MeterProvider: %s is not exported",
@@ -610,37 +686,58 @@ def _bridge_all(
 
 def duration_metric(points: Sequence[Any]) -> Metric | None:
     """The ``circuit_breaker.call.duration`` metric for ``points`` (DurationPoint), or None."""
+    # No min and max: the buckets cannot tell the exact extremes.
+    histogram_points = [
+        HistogramPoint({names.NAME: p.name}, p.start_ns, p.calls, p.seconds, p.bucket_counts)
+        for p in points
+    ]
+    return _histogram_metric(
+        names.CALL_DURATION,
+        names.CALL_DURATION_UNIT,
+        names.CALL_DURATION_DESCRIPTION,
+        EXPORT_BOUNDS,
+        histogram_points,
+    )
+
+
+def _histogram_metric(
+    name: str,
+    unit: str,
+    description: str,
+    bounds: Sequence[float],
+    points: Sequence[HistogramPoint],
+) -> Metric | None:
     if not points:
         return None
     now = time.time_ns()
     data_points = [
         HistogramDataPoint(
-            attributes={names.NAME: point.name},
+            attributes=point.attributes,
             start_time_unix_nano=point.start_ns,
             time_unix_nano=now,
-            count=point.calls,
-            sum=point.seconds,
+            count=point.count,
+            sum=point.sum,
             bucket_counts=point.bucket_counts,
-            explicit_bounds=EXPORT_BOUNDS,
-            # Optional in OTLP; the buckets cannot tell the exact extremes.
-            min=cast(float, None),
-            max=cast(float, None),
+            explicit_bounds=bounds,
+            # Optional in OTLP (None: not exported).
+            min=cast(float, point.min),
+            max=cast(float, point.max),
         )
         for point in points
     ]
     return Metric(
-        name=names.CALL_DURATION,
-        description=names.CALL_DURATION_DESCRIPTION,
-        unit=names.CALL_DURATION_UNIT,
+        name=name,
+        description=description,
+        unit=unit,
         data=Histogram(
             data_points=data_points, aggregation_temporality=AggregationTemporality.CUMULATIVE
         ),
     )
 
 
-def _merge(data: MetricsData | None, metric: Metric, resource: Resource) -> MetricsData:
+def _merge(data: MetricsData | None, metrics: list[Metric], resource: Resource) -> MetricsData:
     if data is None or not data.resource_metrics:
-        scope = ScopeMetrics(scope=_SCOPE, metrics=[metric], schema_url="")
+        scope = ScopeMetrics(scope=_SCOPE, metrics=metrics, schema_url="")
         return MetricsData(
             resource_metrics=[
                 ResourceMetrics(resource=resource, scope_metrics=[scope], schema_url="")
@@ -652,12 +749,12 @@ def _merge(data: MetricsData | None, metric: Metric, resource: Resource) -> Metr
         if scope_metrics.scope.name == names.SCOPE:
             scopes[index] = ScopeMetrics(
                 scope=scope_metrics.scope,
-                metrics=[*scope_metrics.metrics, metric],
+                metrics=[*scope_metrics.metrics, *metrics],
                 schema_url=scope_metrics.schema_url,
             )
             break
     else:
-        scopes.append(ScopeMetrics(scope=_SCOPE, metrics=[metric], schema_url=""))
+        scopes.append(ScopeMetrics(scope=_SCOPE, metrics=metrics, schema_url=""))
     merged = ResourceMetrics(
         resource=first.resource, scope_metrics=scopes, schema_url=first.schema_url
     )
