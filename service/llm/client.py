@@ -49,7 +49,7 @@ from service.llm.errors import (
     ServiceUnavailableError,
 )
 from service.llm.facade import LoopThread
-from service.llm.provider import Provider
+from service.llm.provider import Provider, shared_slots
 from service.llm.schema import ChatRequest, Delta, LLMResponse, StreamResult, build_request
 from service.llm.sessions import SessionPool
 from service.llm.settings import DEFAULT_POOL_SIZE, ProviderOptions, ProviderSettings
@@ -472,4 +472,5 @@ def _link(
     name = f"{settings.name}_client"
     breaker = _breaker(name, config, system) if guarded else None
     registry = system if system is not None else default_system()
-    return Link(Provider(settings), breaker, cooldown_for(registry, name), settings.model)
+    slots = shared_slots(registry, settings.name, settings.pool_size)
+    return Link(Provider(settings, slots), breaker, cooldown_for(registry, name), settings.model)

@@ -9,7 +9,8 @@ Two levels: :meth:`Provider.fetch`, :meth:`Provider.open`, :meth:`Provider.chunk
 and :meth:`Provider.complete` / :meth:`Provider.stream` speak in :class:`ChatRequest` and
 :class:`LLMResponse` through the provider's wire format (the library).
 
-Connection slots: a provider has ``pool_size`` of them per event loop, and a call waits at
+Connection slots: a provider has ``pool_size`` of them per event loop (shared by the clients of
+one actor system that call it: :func:`shared_slots`), and a call waits at
 most ``pool_timeout`` for one (:meth:`Provider.slot`).  The wait happens before the breaker
 admits the call and before the request's own timeout starts, so a busy local pool is never
 blamed on the provider (issue 13 #1).  The transport (``service.llm.transport``) has no limit
@@ -40,16 +41,39 @@ from service.llm.wire.sse import SSEEvent, iter_sse
 logger = logging.getLogger("service.llm")
 
 
+#: A provider's connection slots: one semaphore of ``pool_size`` per event loop.
+SlotTable = weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore]
+
+_shared_slots: weakref.WeakKeyDictionary[object, dict[tuple[str, int], SlotTable]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def shared_slots(owner: object, name: str, pool_size: int) -> SlotTable:
+    """The slot table of provider ``name`` under ``owner`` (an actor system, like the breakers
+    and cooldowns): every client of that provider with the same ``pool_size`` shares it, so
+    that ``pool_size`` bounds the provider's connections rather than one client's (the gateway
+    makes one client per route, and routes share providers).  A client asking for another
+    ``pool_size`` keeps a table of its own: two clients cannot both have their way."""
+    tables = _shared_slots.get(owner)
+    if tables is None:
+        tables = _shared_slots[owner] = {}
+    table = tables.get((name, pool_size))
+    if table is None:
+        table = tables[(name, pool_size)] = weakref.WeakKeyDictionary()
+    return table
+
+
 class Provider:
     """Calls one configured provider over a transport the caller owns."""
 
     __slots__ = ("_slots", "settings")
 
-    def __init__(self, settings: ProviderSettings) -> None:
+    def __init__(self, settings: ProviderSettings, slots: SlotTable | None = None) -> None:
+        """``slots``: the table to share with other clients of this provider (see
+        :func:`shared_slots`); by default this provider's own."""
         self.settings = settings
-        self._slots: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Semaphore] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._slots: SlotTable = slots if slots is not None else weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         settings = self.settings

@@ -49,6 +49,9 @@ api_key_env = "FAKE_KEY"
 [routes.up]
 provider = "{tag}up"
 
+[routes.up-again]
+provider = "{tag}up"
+
 [routes.claude-only]
 provider = "{tag}claude"
 
@@ -136,6 +139,30 @@ async def test_a_saturated_pool_is_a_503_to_retry_and_no_breaker_failure(
     assert fake.count == 1
 
 
+async def test_routes_to_one_provider_share_its_pool(
+    service: Service, fake: FakeProvider, tag: str, http: aiohttp.ClientSession
+) -> None:
+    """pool_size bounds the provider's connections, whichever route the requests came by."""
+    fake.inject(Fault.hang())
+    url = f"{service.url}/v1/chat/completions"
+    statuses: list[int] = []
+
+    async def first() -> None:
+        async with http.post(url, json={"model": "up", "messages": HELLO}) as response:
+            statuses.append(response.status)
+
+    async with anyio.create_task_group() as group:
+        group.start_soon(first)
+        await wait_for(lambda: fake.count == 1)
+        async with http.post(url, json={"model": "up-again", "messages": HELLO}) as response:
+            answer = await response.json()
+        fake.release()
+    assert response.status == 503
+    assert answer["error"]["code"] == "provider_saturated"
+    assert statuses == [200]
+    assert fake.count == 1
+
+
 @pytest.mark.parametrize(
     ("path", "body", "message"),
     [
@@ -179,7 +206,7 @@ async def test_models_list_the_routes_and_name_an_unknown_one(
 ) -> None:
     async with http.get(f"{service.url}/v1/models") as response:
         listed = await response.json()
-    assert [model["id"] for model in listed["data"]] == ["claude-only", "up"]
+    assert [model["id"] for model in listed["data"]] == ["claude-only", "up", "up-again"]
     assert listed["object"] == "list"
     async with http.get(f"{service.url}/v1/models/up") as response:
         assert (await response.json())["id"] == "up"
