@@ -123,7 +123,7 @@ class ProviderSection(_Section, frozen=True):
     (empty: the upstream needs none, e.g. a local Ollama).  ``model`` is the upstream model used
     when this provider answers as a fallback for a route of another provider.  ``breaker`` names
     the ``[breakers.*]`` table for its breaker (default: the table named like the provider if
-    there is one, else ``default``).  ``pool_size``: connections to it at once (all routes together);
+    there is one, else ``default``).  ``pool_size``: connections to it at once (all routes);
     ``pool_timeout``: seconds a request waits for one before a 503 (local saturation, never
     counted by the breaker; ``timeout`` starts once a connection is held).
     """

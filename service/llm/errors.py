@@ -350,7 +350,7 @@ def retry_after_from_headers(headers: Mapping[str, str], now: float) -> float | 
     In order: ``retry-after-ms``; ``Retry-After`` (seconds or an HTTP date); the providers'
     reset headers (OpenAI's durations such as ``6m0s``, Anthropic's RFC 3339 times), taking the
     limits whose ``remaining`` is 0 when the answer says which, and the latest of them.
-    ``headers`` must look names up case-insensitively (aiohttp's do); ``now`` is epoch seconds.
+    ``headers`` must look names up case-insensitively (the transport's do); ``now``: epoch seconds.
     The result is clamped to ``[0, MAX_RETRY_AFTER]``.
     """
     seconds = _retry_after(headers, now)

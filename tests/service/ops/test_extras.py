@@ -26,7 +26,7 @@ def run_blocked(blocked: tuple[str, ...], code: str) -> subprocess.CompletedProc
     [
         (("aiohttp",), "service.http", "service"),
         (("aiohttp",), "service.lifecycle", "service"),
-        (("aiohttp",), "service.llm_client", "service"),
+        (("httptools",), "service.llm_client", "service"),
         (("opentelemetry", "opentelemetry.metrics"), "telemetry", "otel"),
         (("redis", "redis.asyncio"), "service.cluster", "cluster"),
     ],
@@ -38,7 +38,7 @@ def test_a_missing_extra_is_named(blocked: tuple[str, ...], module: str, extra: 
 
 
 def test_the_core_needs_no_extra() -> None:
-    blocked = ("aiohttp", "opentelemetry", "redis", "httpx", "rich")
+    blocked = ("aiohttp", "httptools", "opentelemetry", "redis", "httpx", "rich")
     code = (
         "from service.circuit_breaker import CircuitBreaker, CircuitBreakerConfig\n"
         "breaker = CircuitBreaker(CircuitBreakerConfig(failure_threshold=1), 'core')\n"
