@@ -253,13 +253,17 @@ class GuardedHandler(RequestHandler):
         if self._refused:
             return  # whatever a refused client still sends is dropped
         # Idle between requests (waiting for the next one) and bytes arrive: a head begins.
-        if self._head_timer is None and self._waiter is not None and not self._close:
-            self._arm_head_timer()
+        idle = self._head_timer is None and self._waiter is not None and not self._close
         self._head_began = True
         parsed = self._request_count
         super().data_received(data)
         if self._request_count != parsed:  # a whole head arrived (or a parse error)
             self._disarm_head_timer()
+        elif idle and self._head_timer is None and not self._close:
+            # The head is not whole yet: its deadline starts now.  (Most heads arrive in one
+            # piece, and then no timer is armed at all: one less per request.)
+            self._arm_head_timer()
+            self._head_began = True
 
     def _arm_head_timer(self) -> None:
         self._head_began = False
@@ -393,17 +397,20 @@ async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _read_body(request: web.Request, edge: Edge) -> web.Request:
     limit, setting = edge.body_limit(request.path)
-    too_large = Problem(
-        413,
-        f"request body too large: the limit is {limit} bytes ({setting})",
-        code="body_too_large",
-    )
+
+    def too_large() -> Problem:
+        return Problem(
+            413,
+            f"request body too large: the limit is {limit} bytes ({setting})",
+            code="body_too_large",
+        )
+
     if request.content_length is None:
         # Chunked: counted as it comes, against this route's limit rather than the app's.
         request = request.clone(client_max_size=limit)
     elif request.content_length > limit:
         edge.counts["bodies_too_large"] += 1
-        raise too_large
+        raise too_large()
     timeout = edge.section.body_timeout
     try:
         if request.content.is_eof():
@@ -422,7 +429,7 @@ async def _read_body(request: web.Request, edge: Edge) -> web.Request:
         ) from None
     except web.HTTPRequestEntityTooLarge:
         edge.counts["bodies_too_large"] += 1
-        raise too_large from None
+        raise too_large() from None
     return request
 
 

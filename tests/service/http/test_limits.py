@@ -119,6 +119,29 @@ async def test_a_slow_header_flood_is_closed_while_health_keeps_answering(
         assert service.edge.statistics()["header_timeouts"] >= flood
 
 
+async def test_a_slow_second_head_on_a_kept_alive_connection_gets_408(tag: str) -> None:
+    """The head deadline also runs between requests: it starts with the next head's first
+    bytes (here: a whole request first, then half a head)."""
+    config = parse_config(config_text(tag, service="header_timeout = 0.3"), environ={})
+    async with serving(config) as service:
+        host, port = service.url.removeprefix("http://").rsplit(":", 1)
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+            with anyio.fail_after(5):
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = int(parse_response(head)[1]["content-length"])
+                await reader.readexactly(length)
+                writer.write(b"GET /livez HTTP/1.1\r\nHost: x\r\nX-Slow: a")
+                raw = await reader.read(-1)  # until the server closes
+        finally:
+            writer.close()
+        status, headers, body = parse_response(raw)
+        assert (status, error_code(headers, body)) == (408, "header_timeout")
+        assert service.edge is not None
+        assert service.edge.statistics()["header_timeouts"] == 1
+
+
 async def test_a_connection_that_sends_nothing_is_closed_without_an_answer(tag: str) -> None:
     config = parse_config(config_text(tag, service="header_timeout = 0.3"), environ={})
     async with serving(config) as service:
