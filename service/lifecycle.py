@@ -168,6 +168,7 @@ class Service:
             if telemetry is not None:
                 # Pushed first, so popped last: it flushes what everything else did.
                 stack.push_async_callback(_flush_and_shut_down, telemetry)
+                _observe_cooldowns(telemetry)
             stack.callback(log_transitions().close)
             # Bind the process-wide actor system (the registry's breakers, the bus) to this
             # loop now, rather than to whichever request happens to touch it first.
@@ -342,6 +343,15 @@ def _metrics_endpoint(telemetry: Telemetry | None) -> Handler | None:
     from service.prometheus import MetricsEndpoint
 
     return MetricsEndpoint(telemetry).handle
+
+
+def _observe_cooldowns(telemetry: Telemetry) -> None:
+    """Export the LLM chain's rate-limit counts and cooldowns (``service.llm.cooldown_metrics``)
+    through telemetry's meter provider, read at collection, when it has one."""
+    if telemetry.meter_provider is not None:
+        from service.llm.cooldown_metrics import CooldownMetrics
+
+        CooldownMetrics(telemetry.meter_provider, default_system())
 
 
 def _access_log(config: ServiceConfig, telemetry: Telemetry | None) -> Any:

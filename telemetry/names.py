@@ -97,3 +97,18 @@ GATEWAY_PROVIDER: Final = "breakerd.provider"
 HTTP_STATUS: Final = "http.response.status_code"  # semantic conventions' own
 #: Seconds: LLM requests take from tens of milliseconds to minutes.
 GATEWAY_DURATION_BOUNDS: Final = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120)
+
+# -- the service's LLM chain (read from its rate-limit cooldowns at collection) -----------------
+LLM_RATE_LIMITED: Final = "breakerd.llm.rate_limited"
+LLM_RATE_LIMITED_UNIT: Final = "{response}"
+LLM_RATE_LIMITED_DESCRIPTION: Final = (
+    "Upstream 429 (rate-limited) answers, by provider breaker; each is also an ignored call of "
+    "that breaker."
+)
+
+LLM_COOLDOWN_REMAINING: Final = "breakerd.llm.cooldown.remaining"
+LLM_COOLDOWN_REMAINING_UNIT: Final = "s"
+LLM_COOLDOWN_REMAINING_DESCRIPTION: Final = (
+    "Seconds until a rate-limited provider may be called again (0 when it may now), by provider "
+    "breaker."
+)

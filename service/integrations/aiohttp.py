@@ -28,9 +28,8 @@ from actors.system import ActorSystem
 from service.integrations.rules import (
     MAX_RETRY_AFTER,
     HttpBreakers,
-    IgnoredStatus,
+    StatusMarker,
     UpstreamStatus,
-    status_outcome,
 )
 
 __all__ = ["CircuitBreakerMiddleware", "origin"]
@@ -90,12 +89,7 @@ class CircuitBreakerMiddleware:
         try:
             async with breaker.guarded_async():  # raises before the handler when rejected
                 response = await handler(request)
-                outcome = status_outcome(response.status, breakers.count_429)
-                if outcome is not None:
-                    raise outcome(response.status)
-        except UpstreamStatus:
-            if response.status == 503:
-                breakers.failed_with(name, breaker, response.headers.get("Retry-After"))
-        except IgnoredStatus:
-            pass
+                breakers.raise_for_status(response.status)
+        except StatusMarker as marker:
+            breakers.settle(name, breaker, marker, response.headers)
         return response

@@ -27,9 +27,8 @@ from actors.system import ActorSystem
 from service.integrations.rules import (
     MAX_RETRY_AFTER,
     HttpBreakers,
-    IgnoredStatus,
+    StatusMarker,
     UpstreamStatus,
-    status_outcome,
 )
 
 __all__ = ["AsyncCircuitBreakerTransport", "CircuitBreakerTransport", "origin"]
@@ -96,14 +95,9 @@ class AsyncCircuitBreakerTransport(httpx.AsyncBaseTransport):
         try:
             async with breaker.guarded_async():  # raises before the transport when rejected
                 response = await self.transport.handle_async_request(request)
-                outcome = status_outcome(response.status_code, breakers.count_429)
-                if outcome is not None:
-                    raise outcome(response.status_code)
-        except UpstreamStatus:
-            if response.status_code == 503:
-                breakers.failed_with(name, breaker, response.headers.get("Retry-After"))
-        except IgnoredStatus:
-            pass
+                breakers.raise_for_status(response.status_code)
+        except StatusMarker as marker:
+            breakers.settle(name, breaker, marker, response.headers)
         return response
 
     async def aclose(self) -> None:
@@ -137,14 +131,9 @@ class CircuitBreakerTransport(httpx.BaseTransport):
         try:
             with breaker.guarded():  # raises before the transport when rejected
                 response = self.transport.handle_request(request)
-                outcome = status_outcome(response.status_code, breakers.count_429)
-                if outcome is not None:
-                    raise outcome(response.status_code)
-        except UpstreamStatus:
-            if response.status_code == 503:
-                breakers.failed_with(name, breaker, response.headers.get("Retry-After"))
-        except IgnoredStatus:
-            pass
+                breakers.raise_for_status(response.status_code)
+        except StatusMarker as marker:
+            breakers.settle(name, breaker, marker, response.headers)
         return response
 
     def close(self) -> None:

@@ -29,7 +29,7 @@ from __future__ import annotations
 import email.utils
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Final, Generic, TypeVar
 
 import msgspec
@@ -45,24 +45,25 @@ U = TypeVar("U")
 MAX_RETRY_AFTER: Final = 300.0
 
 
-class UpstreamStatus(Exception):
-    """Raised inside the guarded block for a status that counts as a failure; the
-    integration catches it and hands the response back (callers never see it)."""
+class StatusMarker(Exception):
+    """Raised inside the guarded block (:meth:`HttpBreakers.raise_for_status`) for a status
+    that is not a success, so that the breaker sees it; the integration catches it and hands
+    the response back (callers never see it)."""
 
     def __init__(self, status: int) -> None:
         super().__init__(status)
         self.status = status
 
 
-class IgnoredStatus(Exception):
-    """As :class:`UpstreamStatus`, for a status that is neither success nor failure (429)."""
-
-    def __init__(self, status: int) -> None:
-        super().__init__(status)
-        self.status = status
+class UpstreamStatus(StatusMarker):
+    """A status that counts as a failure (5xx, 408, and 429 with ``count_429``)."""
 
 
-def status_outcome(status: int, count_429: bool) -> type[Exception] | None:
+class IgnoredStatus(StatusMarker):
+    """A status that is neither success nor failure (429)."""
+
+
+def status_outcome(status: int, count_429: bool) -> type[StatusMarker] | None:
     """The marker to raise for ``status`` (None: a success)."""
     if status >= 500 or status == 408 or (status == 429 and count_429):
         return UpstreamStatus
@@ -151,6 +152,22 @@ class HttpBreakers(Generic[U]):
         with self._lock:
             if self._holds.get(name) == until:
                 del self._holds[name]
+
+    def raise_for_status(self, status: int) -> None:
+        """Raise the :class:`StatusMarker` for ``status``, or return for a success.  Called
+        inside the guarded block, so that the breaker counts the marker as a failure (or
+        ignores it); :meth:`settle` then handles it outside."""
+        outcome = status_outcome(status, self.count_429)
+        if outcome is not None:
+            raise outcome(status)
+
+    def settle(
+        self, name: str, breaker: Breaker, marker: StatusMarker, headers: Mapping[str, str]
+    ) -> None:
+        """After the guarded block counted ``marker``: a failing 503 may extend the break to
+        its ``Retry-After`` (:meth:`failed_with`); anything else needs nothing more."""
+        if isinstance(marker, UpstreamStatus) and marker.status == 503:
+            self.failed_with(name, breaker, headers.get("Retry-After"))
 
     def failed_with(self, name: str, breaker: Breaker, header: str | None) -> None:
         """A 503 was counted: extend the break to ``Retry-After`` if it is sane and the
