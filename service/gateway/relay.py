@@ -6,7 +6,8 @@ small events costs one socket write, not one per event (coalescing).  Events are
 as received, except that ``model`` is rewritten where the route aliases it, and the relay
 watches for the format's end marker (``data: [DONE]`` for Chat Completions, ``message_stop``
 for Anthropic Messages): a stream that ends without it did not complete, which the breaker
-must count (:class:`MalformedResponseError`).
+must count (:class:`MalformedResponseError`), as is an event longer than the transport's
+``MAX_LINE`` (1 MiB: held in memory until its end arrives).
 
 Pure parts (:class:`EventSplitter`, :func:`rename_event`) are separate from the I/O
 (:func:`relay`), so they are tested as tables.
@@ -21,7 +22,7 @@ import msgspec
 
 from service.llm.errors import MalformedResponseError
 from service.llm.provider import Provider, drain
-from service.llm.transport import Stream
+from service.llm.transport import MAX_LINE, Stream
 
 _encoder = msgspec.json.Encoder()
 
@@ -70,6 +71,11 @@ class EventSplitter:
     def pending(self) -> bool:
         """Whether bytes of an unfinished event are held."""
         return bool(self._rest.strip())
+
+    @property
+    def held(self) -> int:
+        """How many bytes of an unfinished event are held."""
+        return len(self._rest)
 
 
 def event_data(event: bytes) -> bytes | None:
@@ -140,6 +146,10 @@ async def relay(
                     await drain(stream, read_timeout)
                     last = b"".join(out)
                     break
+                if splitter.held > MAX_LINE:
+                    raise MalformedResponseError(
+                        f"a streamed event exceeds {MAX_LINE} bytes", provider=provider.name
+                    )
                 if out:
                     yield b"".join(out)
     except BaseException:

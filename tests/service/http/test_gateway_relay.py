@@ -1,7 +1,10 @@
-"""The SSE relay's pure parts, as tables: cutting bytes into events, finding the end marker,
-renaming the model in an event without touching the rest."""
+"""The SSE relay's pure parts, as tables (cutting bytes into events, finding the end marker,
+renaming the model in an event without touching the rest), and its limit over a real
+connection."""
 
 from __future__ import annotations
+
+import asyncio
 
 import msgspec
 import pytest
@@ -11,8 +14,13 @@ from service.gateway.relay import (
     chat_end,
     event_data,
     messages_end,
+    relay,
     rename_event,
 )
+from service.llm.errors import MalformedResponseError
+from service.llm.provider import Provider
+from service.llm.settings import ProviderOptions, ProviderSettings
+from service.llm.transport import MAX_LINE, Transport
 
 
 @pytest.mark.parametrize(
@@ -91,3 +99,42 @@ def test_rename_sets_the_model_and_keeps_the_rest(event: bytes, expected: object
 )
 def test_rename_leaves_events_without_a_model_alone(event: bytes) -> None:
     assert rename_event(event, event_data(event) or b"", "fast") == event
+
+
+# -- the relay over a real connection ---------------------------------------------------------
+
+
+@pytest.mark.anyio
+async def test_an_event_that_never_ends_is_cut_at_the_limit() -> None:
+    """An upstream streaming one endless event would grow the gateway's buffer without bound:
+    past MAX_LINE the stream fails (counted: the upstream's doing) and the connection closes."""
+
+    async def endless(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        writer.write(b"6\r\ndata: \r\n")
+        piece = b"x" * 65536
+        try:
+            for _ in range(2 * MAX_LINE // len(piece)):
+                writer.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                await writer.drain()
+        except ConnectionError:
+            pass  # the gateway gave up: expected
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(endless, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    options = ProviderOptions.parse(
+        {"provider": "openai", "api_key": "sk-x", "base_url": f"http://127.0.0.1:{port}/v1"},
+        where="test",
+    )
+    provider = Provider(ProviderSettings.resolve(options, environ={}))
+    transport = Transport()
+    async with server:
+        stream = await provider.open(transport, f"http://127.0.0.1:{port}/v1/chat", b"{}", {}, 5)
+        with pytest.raises(MalformedResponseError, match="exceeds"):
+            async for _ in relay(provider, stream, end=chat_end, model=None):
+                pass
+        assert transport.idle == 0
+        transport.close()
