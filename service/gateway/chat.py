@@ -13,7 +13,6 @@ stream ends with an ``error`` event in OpenAI's streaming shape, since the statu
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
@@ -31,7 +30,6 @@ from service.gateway.core import (
     new_id,
     note,
     now,
-    open_stream,
     passed_through,
     post_json,
     read_fields,
@@ -39,6 +37,7 @@ from service.gateway.core import (
     require_list,
     speaks_anthropic,
     sse_response,
+    stream_error,
     string_field,
     untranslatable,
     upstream_error,
@@ -47,7 +46,7 @@ from service.gateway.core import (
 from service.gateway.relay import chat_end
 from service.http import problem_for
 from service.llm.chain import Link
-from service.llm.errors import APIError, MalformedResponseError, error_for_type
+from service.llm.errors import APIError, MalformedResponseError
 from service.llm.translate import (
     MessagesStreamToChat,
     UntranslatableError,
@@ -56,6 +55,7 @@ from service.llm.translate import (
     structured_output_requested,
 )
 from service.llm.wire.anthropic import SHAPE_ERRORS
+from service.llm.wire.sse import SSEEvent
 
 logger = logging.getLogger("service.gateway")
 
@@ -115,9 +115,8 @@ class ChatCall(Call):
             return self._translated_stream(link)
         return self.relayed(link, "/chat/completions", chat_end)
 
-    async def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
-        provider = link.provider
-        stream = await open_stream(self.transport, link, "/v1/messages", self._anthropic_body(link))
+    def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
+        body = self._anthropic_body(link)
         options = self.decoded.get("stream_options")
         translator = MessagesStreamToChat(
             model=self.route.name,
@@ -126,36 +125,19 @@ class ChatCall(Call):
             include_usage=isinstance(options, dict) and bool(options.get("include_usage")),
             structured=structured_output_requested(self.decoded),
         )
-        try:
-            async with contextlib.aclosing(provider.events(stream)) as events:
-                async for event in events:
-                    try:
-                        data = _decoder.decode(event.data)
-                        kind = event.event or str(data.get("type", ""))
-                        if kind == "error":
-                            error = data.get("error") or {}
-                            raise error_for_type(
-                                link.name,
-                                error.get("type"),
-                                str(error.get("message") or ""),
-                                secret=provider.secret,
-                            )
-                        chunks = translator.feed(kind, data)
-                    except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
-                        raise MalformedResponseError(
-                            f"invalid Messages stream event: {exc!r}", provider=link.name
-                        ) from None
-                    if chunks:
-                        yield b"".join(b"data: " + _encoder.encode(c) + b"\n\n" for c in chunks)
-                    if translator.done:
-                        break
-        finally:
-            stream.release()
-        if not translator.done:
-            raise MalformedResponseError(
-                "the stream ended before its end marker", provider=link.name
-            )
-        yield _DONE
+
+        def step(event: SSEEvent) -> tuple[bytes, bool]:
+            data = _decoder.decode(event.data)
+            kind = event.event or str(data.get("type", ""))
+            if kind == "error":  # the provider failed mid-stream: the chain and breaker judge it
+                raise stream_error(link, data.get("error") or {})
+            chunks = translator.feed(kind, data)
+            out = b"".join(b"data: " + _encoder.encode(c) + b"\n\n" for c in chunks)
+            return out, translator.done
+
+        return self.translated(
+            link, "/v1/messages", body, step, what="Messages stream event", last=_DONE
+        )
 
 
 async def handle(route_of: RouteOf, request: web.Request) -> web.StreamResponse:

@@ -10,6 +10,11 @@ breaker ignores it).  Answers are forwarded as received, with ``model`` rewritte
 the route aliases it (the client asked for ``fast``, the upstream model is ``gpt-4o-mini``).
 A body is decoded in full only when the serving provider speaks the other wire format and
 ``service.llm.translate`` must translate it.
+
+Headers are not forwarded: each upstream gets its provider's own (its key included), never
+the client's.  An endpoint may name a few of the client's headers that mean something to
+providers of the client's own wire format (``/v1/messages`` forwards ``anthropic-beta``); a
+:class:`Call` sends those to such providers only.
 """
 
 from __future__ import annotations
@@ -29,10 +34,17 @@ from service.gateway.relay import EndMarker, relay
 from service.http import Problem, read_json, retry_after_header
 from service.llm.chain import Link
 from service.llm.client import DEFAULT_BREAKER_CONFIG, LLMClient
-from service.llm.errors import APIError, InvalidRequestError, RateLimitError
+from service.llm.errors import (
+    APIError,
+    InvalidRequestError,
+    MalformedResponseError,
+    RateLimitError,
+    error_for_type,
+)
 from service.llm.translate import UntranslatableError
 from service.llm.transport import Stream, Transport
-from service.llm.wire.anthropic import AnthropicMessages
+from service.llm.wire.anthropic import SHAPE_ERRORS, AnthropicMessages
+from service.llm.wire.sse import SSEEvent
 from service.logs import REQUEST_INFO
 
 logger = logging.getLogger("service.gateway")
@@ -84,6 +96,10 @@ class Route:
 
 #: Finds the route for a request's ``model`` (raises the 404 when there is none).
 RouteOf = Callable[[str], Route]
+
+#: One event of a stream in the other wire format, judged and translated (see
+#: :meth:`Call.translated`): the bytes to write for it, and whether it ended the stream.
+Step = Callable[[SSEEvent], tuple[bytes, bool]]
 
 
 # -- request bodies ------------------------------------------------------------------------------
@@ -174,15 +190,31 @@ def untranslatable_answer(link: Link, exc: UntranslatableError) -> InvalidReques
     )
 
 
+def stream_error(link: Link, error: Mapping[str, Any]) -> APIError:
+    """The error for an error event inside ``link``'s 2xx stream (its ``type`` and
+    ``message``): raised, so that the chain and the breaker judge it as they would the
+    same error answered with a status."""
+    return error_for_type(
+        link.name,
+        error.get("type"),
+        str(error.get("message") or ""),
+        secret=link.provider.secret,
+    )
+
+
 class Call:
     """One request on its route: its raw fields, the model each link sends, the transport,
-    and the body decoded once (only if a provider of the other format needs it translated)."""
+    the body decoded once (only if a provider of the other format needs it translated), and
+    ``forwarded``: the client's headers that providers of its own wire format get too."""
 
-    __slots__ = ("_decoded", "fields", "models", "route", "transport")
+    __slots__ = ("_decoded", "fields", "forwarded", "models", "route", "transport")
 
-    def __init__(self, route: Route, fields: Fields) -> None:
+    def __init__(
+        self, route: Route, fields: Fields, *, forwarded: Mapping[str, str] | None = None
+    ) -> None:
         self.route = route
         self.fields = fields
+        self.forwarded: Mapping[str, str] = forwarded or {}
         self.models = route.models()
         self.transport = route.client.sessions.get()
         self._decoded: dict[str, Any] | None = None
@@ -201,11 +233,52 @@ class Call:
         """A stream from a provider of the client's own wire format: the body forwarded with
         only ``model`` rewritten, the events relayed as they come (see :func:`relay`)."""
         body = with_model(self.fields, self.models[link])
-        stream = await open_stream(self.transport, link, path, body)
+        stream = await open_stream(self.transport, link, path, body, headers=self.forwarded)
         batches = relay(link.provider, stream, end=end, model=self.renamed(link))
         async with contextlib.aclosing(batches):
             async for batch in batches:
                 yield batch
+
+    async def translated(
+        self, link: Link, path: str, body: bytes, step: Step, *, what: str, last: bytes = b""
+    ) -> AsyncGenerator[bytes, None]:
+        """A stream from a provider of the other wire format: ``body`` (already translated)
+        POSTed to ``path``, and each upstream event passed to ``step``, whose bytes are
+        written, until it says the stream ended; then the upstream stream is released and
+        ``last`` is written (Chat Completions' ``[DONE]``).
+
+        ``step`` does no I/O: it raises the mapped :class:`APIError` for the upstream's error
+        event (see :func:`stream_error`), :class:`UntranslatableError` for an answer the
+        client's format cannot carry (the client's 400, see :func:`untranslatable_answer`), and
+        one of ``SHAPE_ERRORS`` for an event that is not what the format says
+        (:class:`MalformedResponseError` naming ``what``, the breaker counts it).  A stream that
+        ends before ``step`` saw its end did not complete: :class:`MalformedResponseError`.
+        """
+        stream = await open_stream(self.transport, link, path, body)
+        ended = False
+        try:
+            async with contextlib.aclosing(link.provider.events(stream)) as events:
+                async for event in events:
+                    try:
+                        out, ended = step(event)
+                    except UntranslatableError as exc:  # before SHAPE_ERRORS: a ValueError
+                        raise untranslatable_answer(link, exc) from None
+                    except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
+                        raise MalformedResponseError(
+                            f"invalid {what}: {exc!r}", provider=link.name
+                        ) from None
+                    if out:
+                        yield out
+                    if ended:
+                        break
+        finally:
+            stream.release()
+        if not ended:
+            raise MalformedResponseError(
+                "the stream ended before its end marker", provider=link.name
+            )
+        if last:
+            yield last
 
 
 # -- forwarding ------------------------------------------------------------------------------
@@ -215,33 +288,51 @@ def speaks_anthropic(link: Link) -> bool:
     return isinstance(link.provider.settings.wire, AnthropicMessages)
 
 
-def upstream_headers(link: Link, *, stream: bool) -> dict[str, str]:
-    """The provider's request headers (its key included) in its own wire format."""
-    return link.provider.settings.wire.headers(link.provider.secret, stream=stream)
+def upstream_headers(
+    link: Link, *, stream: bool, extra: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """The provider's request headers (its key included) in its own wire format, then
+    ``extra``: client headers the caller forwards (never the client's key)."""
+    headers = link.provider.settings.wire.headers(link.provider.secret, stream=stream)
+    return {**headers, **extra} if extra else headers
 
 
 async def post_json(
-    transport: Transport, link: Link, path: str, body: bytes
+    transport: Transport,
+    link: Link,
+    path: str,
+    body: bytes,
+    *,
+    headers: Mapping[str, str] | None = None,
 ) -> tuple[bytes, Mapping[str, str]]:
-    """POST ``body`` to ``path`` under the link's base URL; the whole 2xx answer."""
+    """POST ``body`` to ``path`` under the link's base URL, with ``headers`` besides the
+    provider's own; the whole 2xx answer."""
     provider = link.provider
     return await provider.fetch(
         transport,
         provider.base_url.rstrip("/") + path,
         body,
-        upstream_headers(link, stream=False),
+        upstream_headers(link, stream=False, extra=headers),
         None,
     )
 
 
-async def open_stream(transport: Transport, link: Link, path: str, body: bytes) -> Stream:
-    """POST a streaming request; the open 2xx answer (the caller releases it)."""
+async def open_stream(
+    transport: Transport,
+    link: Link,
+    path: str,
+    body: bytes,
+    *,
+    headers: Mapping[str, str] | None = None,
+) -> Stream:
+    """POST a streaming request (``headers`` as for :func:`post_json`); the open 2xx answer
+    (the caller releases it)."""
     provider = link.provider
     return await provider.open(
         transport,
         provider.base_url.rstrip("/") + path,
         body,
-        upstream_headers(link, stream=True),
+        upstream_headers(link, stream=True, extra=headers),
         None,
     )
 

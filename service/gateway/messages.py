@@ -12,11 +12,18 @@ one mapping in ``service.http`` (``Retry-After``, ``x-should-retry``).
 ``count_tokens`` has no Chat Completions counterpart: it is passed through for Anthropic
 routes (whose first provider is Anthropic), to their Anthropic providers only; any other route
 answers a 400 that says so.
+
+Of the client's headers, only ``anthropic-beta`` (the SDK's ``betas=[...]``: features a
+request opts into) is forwarded, to Anthropic-wire providers, beside the headers the wire
+format sets; the client's ``x-api-key`` / ``authorization`` never are (each provider gets its
+own key).  An OpenAI-wire provider does not get it: the header means nothing there, and the
+translated request carries only what Chat Completions can say, so it is dropped silently.
+Its value is checked only for what the transport cannot send (a line break, a character
+beyond Latin-1): that is the client's 400, not a failure for the provider's breaker.
 """
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -34,13 +41,13 @@ from service.gateway.core import (
     json_answer,
     new_id,
     note,
-    open_stream,
     passed_through,
     post_json,
     read_fields,
     rename_model,
     require_list,
     speaks_anthropic,
+    stream_error,
     string_field,
     untranslatable,
     untranslatable_answer,
@@ -50,7 +57,7 @@ from service.gateway.core import (
 from service.gateway.relay import messages_end
 from service.http import Problem, json_response, problem_for
 from service.llm.chain import Link
-from service.llm.errors import APIError, MalformedResponseError, error_for_type
+from service.llm.errors import APIError, MalformedResponseError
 from service.llm.translate import (
     ChatStreamToMessages,
     UntranslatableError,
@@ -58,6 +65,7 @@ from service.llm.translate import (
     messages_request_to_chat,
 )
 from service.llm.wire.anthropic import SHAPE_ERRORS
+from service.llm.wire.sse import SSEEvent
 
 logger = logging.getLogger("service.gateway")
 
@@ -74,6 +82,27 @@ _ERROR_TYPES = {
     429: "rate_limit_error",
     503: "overloaded_error",
 }
+
+
+#: The one client header forwarded (to Anthropic-wire providers only).
+BETA_HEADER = "anthropic-beta"
+
+
+def forwarded_headers(request: web.Request) -> dict[str, str]:
+    """The client's ``anthropic-beta`` to forward (repeated headers joined by commas, as HTTP
+    reads them), or nothing.  Raises the 400 for a value the transport cannot send."""
+    values = request.headers.getall(BETA_HEADER, ())
+    if not values:
+        return {}
+    value = ",".join(values)
+    if "\r" in value or "\n" in value or not (value.isascii() or max(value) <= "\xff"):
+        # aiohttp decodes a header's bytes as UTF-8; the transport writes Latin-1.
+        raise Problem(
+            400,
+            f"{BETA_HEADER}: not a header value that can be sent on "
+            "(a line break, or a character beyond Latin-1)",
+        )
+    return {BETA_HEADER: value}
 
 
 def error_body(problem: Problem) -> dict[str, Any]:
@@ -107,7 +136,9 @@ class MessagesCall(Call):
     async def answer(self, link: Link) -> bytes:
         if speaks_anthropic(link):
             body = with_model(self.fields, self.models[link])
-            payload, _ = await post_json(self.transport, link, "/v1/messages", body)
+            payload, _ = await post_json(
+                self.transport, link, "/v1/messages", body, headers=self.forwarded
+            )
             renamed = self.renamed(link)
             return payload if renamed is None else rename_model(payload, renamed)
         payload, _ = await post_json(
@@ -128,41 +159,24 @@ class MessagesCall(Call):
             return self.relayed(link, "/v1/messages", messages_end)
         return self._translated_stream(link)
 
-    async def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
-        provider = link.provider
+    def _translated_stream(self, link: Link) -> AsyncGenerator[bytes, None]:
         body = self._chat_body(link, stream=True)
-        stream = await open_stream(self.transport, link, "/chat/completions", body)
         translator = ChatStreamToMessages(model=self.route.name, message_id=new_id("msg_"))
-        try:
-            async with contextlib.aclosing(provider.events(stream)) as events:
-                async for event in events:
-                    if event.data == "[DONE]":
-                        yield _events(translator.finish())
-                        return
-                    try:
-                        chunk = _decoder.decode(event.data)
-                        error = chunk.get("error")
-                        if error is not None:
-                            # The provider failed mid-stream: the chain and breaker judge it.
-                            error = error if isinstance(error, dict) else {"message": str(error)}
-                            raise error_for_type(
-                                link.name,
-                                error.get("type"),
-                                str(error.get("message") or ""),
-                                secret=provider.secret,
-                            )
-                        out = translator.feed(chunk)
-                    except UntranslatableError as exc:
-                        raise untranslatable_answer(link, exc) from None
-                    except SHAPE_ERRORS as exc:  # msgspec.DecodeError is a ValueError
-                        raise MalformedResponseError(
-                            f"invalid Chat Completions stream chunk: {exc!r}", provider=link.name
-                        ) from None
-                    if out:
-                        yield _events(out)
-        finally:
-            stream.release()
-        raise MalformedResponseError("the stream ended before its end marker", provider=link.name)
+
+        def step(event: SSEEvent) -> tuple[bytes, bool]:
+            if event.data == "[DONE]":
+                return _events(translator.finish()), True
+            chunk = _decoder.decode(event.data)
+            error = chunk.get("error")
+            if error is not None:  # the provider failed mid-stream: the chain and breaker judge it
+                raise stream_error(
+                    link, error if isinstance(error, dict) else {"message": str(error)}
+                )
+            return _events(translator.feed(chunk)), False
+
+        return self.translated(
+            link, "/chat/completions", body, step, what="Chat Completions stream chunk"
+        )
 
 
 def _events(events: list[tuple[str, dict[str, Any]]]) -> bytes:
@@ -183,7 +197,7 @@ async def handle(route_of: RouteOf, request: web.Request) -> web.StreamResponse:
         route = route_of(string_field(fields, "model"))
         note(request, route, None)  # the access log and metrics name the route, failures included
         require_list(fields, "messages")
-        call = MessagesCall(route, fields)
+        call = MessagesCall(route, fields, forwarded=forwarded_headers(request))
         chain = route.client.chain
         if not bool_field(fields, "stream"):
             payload, link = await chain.call(call.answer, POLICY)
@@ -215,10 +229,13 @@ async def count_tokens(route_of: RouteOf, request: web.Request) -> web.Response:
             )
         models = route.models()
         transport = route.client.sessions.get()
+        forwarded = forwarded_headers(request)
 
         async def attempt(link: Link) -> bytes:
             body = with_model(fields, models[link])
-            payload, _ = await post_json(transport, link, "/v1/messages/count_tokens", body)
+            payload, _ = await post_json(
+                transport, link, "/v1/messages/count_tokens", body, headers=forwarded
+            )
             return payload
 
         payload, link = await route.client.chain.call(attempt, POLICY, links)
