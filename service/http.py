@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hmac
 import logging
 import math
@@ -247,6 +248,18 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         return problem.response()
 
 
+#: The event stream a request is answering, if any: a cut at shutdown (``service.server``)
+#: ends it with an SSE ``error`` event, since its status line is already sent.
+EVENT_STREAM = web.RequestKey("event_stream", web.StreamResponse)
+
+
+async def start_event_stream(request: web.Request, response: web.StreamResponse) -> None:
+    """Send ``response``'s head (an SSE stream), remembering it on ``request`` (see
+    :data:`EVENT_STREAM`)."""
+    request[EVENT_STREAM] = response
+    await response.prepare(request)
+
+
 def json_response(
     body: Any, *, status: int = 200, headers: Mapping[str, str] | None = None
 ) -> web.Response:
@@ -342,14 +355,18 @@ class AdminAuth:
 
 _AUTH = web.AppKey("auth", AdminAuth)
 _BODY_LIMIT = web.AppKey("body_limit", int)
-_ADMIN_ROUTES = web.AppKey("admin_routes", set[web.AbstractRoute])
 
 
-@web.middleware
-async def _admin_only(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.match_info.route in request.app[_ADMIN_ROUTES]:
+def _admin_only(handler: Handler) -> Handler:
+    """``handler`` behind the admin token (a wrapper on the admin routes alone, rather than a
+    middleware every request would pass through)."""
+
+    @functools.wraps(handler)
+    async def checked(request: web.Request) -> web.StreamResponse:
         request.app[_AUTH].check(request)
-    return await handler(request)
+        return await handler(request)
+
+    return checked
 
 
 # -- breakers and health -----------------------------------------------------------------------
@@ -462,7 +479,7 @@ class EventStreams:
                 "X-Accel-Buffering": "no",
             }
         )
-        await response.prepare(request)
+        await start_event_stream(request, response)
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=EVENTS_BUFFER)
         lagged = False
@@ -553,7 +570,7 @@ def create_app(
     """
     app = web.Application(
         client_max_size=config.service.max_body_bytes,
-        middlewares=[*outer, _errors, *inner, _admin_only],
+        middlewares=[*outer, _errors, *inner],
     )
     app[_AUTH] = AdminAuth(admin_token)
     app[_BODY_LIMIT] = config.service.max_body_bytes
@@ -569,14 +586,11 @@ def create_app(
         router.add_get("/metrics", metrics)
     router.add_get("/breakers", _get_breakers)
     router.add_get("/events", _get_events)
-    admin = {
-        router.add_post("/breakers/reset", _reset_all),
-        router.add_post(r"/breakers/{name}/{action:reset|open|close}", _manage),
-    }
+    router.add_post("/breakers/reset", _admin_only(_reset_all))
+    router.add_post(r"/breakers/{name}/{action:reset|open|close}", _admin_only(_manage))
     router.add_get("/breakers/{name}", _get_breaker)
     if chat_completions is not None:
         router.add_post("/v1/chat/completions", chat_completions)
-    app[_ADMIN_ROUTES] = admin
     add_dashboard_routes(app, admin_enabled=app[_AUTH].enabled)
     app.on_shutdown.append(_on_shutdown)
     return app

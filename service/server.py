@@ -52,7 +52,7 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 from service.config import ServiceSection
-from service.http import Problem
+from service.http import EVENT_STREAM, Problem
 
 logger = logging.getLogger("service.server")
 
@@ -348,7 +348,6 @@ class GuardedServer(web.Server):
 
 
 _EDGE = web.AppKey("edge", Edge)
-_STREAM = web.RequestKey("stream", web.StreamResponse)
 
 
 @web.middleware
@@ -383,7 +382,7 @@ async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
         code="shutting_down",
         headers={"Retry-After": "1"},
     )
-    stream: web.StreamResponse | None = request.get(_STREAM)
+    stream: web.StreamResponse | None = request.get(EVENT_STREAM)
     if stream is None:
         # Answered here, not raised: shutdown logs one line for all of them (Edge.cut_in_flight's
         # caller), where the error middleware would log a warning per request.
@@ -433,12 +432,6 @@ async def _read_body(request: web.Request, edge: Edge) -> web.Request:
     return request
 
 
-async def _remember_stream(request: web.BaseRequest, response: web.StreamResponse) -> None:
-    # So that a cut at shutdown can end an event stream with an error event.
-    if response.content_type == "text/event-stream":
-        request[_STREAM] = response
-
-
 class GuardedRunner(web.AppRunner):
     """An ``AppRunner`` serving ``app`` with the limits of ``section`` (see the module
     docstring).  ``edge`` holds the live counts; :meth:`Edge.cut_in_flight` ends what is
@@ -454,7 +447,6 @@ class GuardedRunner(web.AppRunner):
         self.edge = Edge(section)
         app[_EDGE] = self.edge
         app.middlewares.append(edges)
-        app.on_response_prepare.append(_remember_stream)
         self._restore_exception_handler: Callable[[], None] | None = None
 
     async def setup(self) -> None:

@@ -44,7 +44,7 @@ from service.gateway.core import (
     with_model,
 )
 from service.gateway.relay import chat_end
-from service.http import problem_for
+from service.http import problem_for, start_event_stream
 from service.llm.chain import Link
 from service.llm.errors import APIError, MalformedResponseError
 from service.llm.translate import (
@@ -184,7 +184,7 @@ async def write_stream(
     a client that leaves closes the upstream stream (which its breaker ignores)."""
     response = sse_response(link)
     try:
-        await response.prepare(request)
+        await start_event_stream(request, response)
         for batch in first:
             await response.write(batch)
         try:
