@@ -17,6 +17,29 @@ Three kinds of lines, all through the standard :mod:`logging` module:
 ``access``, ``breaker_opened`` ...) so that a log shipper needs no parsing rules.  The text
 format appends the same fields as ``key=value``.
 
+What an access line costs.  Under load (c=64, tiny requests) a py-spy profile put the access
+log at ~28 µs of CPU per request, ~9.5 % of the gateway: the LogRecord, the handler's lock,
+``logging.Formatter.format`` (``localtime`` + ``strftime`` per line), a generic ``key=value``
+generator, and one ``write`` syscall per line.  Measured as thread CPU time per
+:func:`_log_access` on a running loop, with :func:`configure_logging`'s handler writing stderr
+to a file (min of 15 runs of 5000 lines; noisy 2-core machine): text 11.3 -> 7.0 µs, JSON
+12.6 -> 7.7 µs at 16 lines per loop iteration; 11.8 -> 9.0 and 13.2 -> 9.6 µs at one line per
+iteration (then the write saved is about the ``call_soon`` spent).  Where it went:
+
+- both formatters put a line together themselves instead of through the generic steps (the
+  same bytes as ``logging.Formatter`` and :func:`json.dumps`: the tests compare them with the
+  old code), the time's ``strftime``/``datetime`` once per second (format: text 6.1 -> 2.9
+  µs, JSON 7.0 -> 3.4 µs);
+- the access record is copied from a template (:func:`_access_record`) and handed to
+  ``access_logger.handle``: the logger's filters, its handlers and its parents', so that an
+  operator's own config for ``service.access`` still applies; with a record factory of theirs
+  or the caller/thread lookups switched back on, it is ``access_logger.info`` (about -1 µs);
+- the handler, still a plain ``StreamHandler``, writes into a :class:`_LineBuffer` that holds
+  the lines of an event-loop iteration for one ``write`` + ``flush`` at its end; WARNING and
+  above go out before the logging call returns (:class:`_FlushAbove`), and without a running
+  loop (other threads, startup, exit) every line goes at once.  A process killed mid-iteration
+  loses that iteration's INFO lines, nothing else.
+
 Secrets: no line carries a header, a body or a key.  The client key appears only as
 :func:`service.gateway_auth.key_id` (a short hash); exception texts from providers go through
 the LLM client's redaction before they are logged.
@@ -24,14 +47,21 @@ the LLM client's redaction before they are logged.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import logging
+import math
 import re
 import sys
+import threading
 import time
+import traceback
+from asyncio.events import _get_running_loop
 from collections.abc import Awaitable, Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Final, Literal
+from json.encoder import encode_basestring_ascii
+from typing import Any, Final, Literal, TextIO
 
 import msgspec
 from aiohttp import web
@@ -55,40 +85,156 @@ transition_logger = logging.getLogger("service.breakers")
 PROBE_PATHS: Final = frozenset({"/livez", "/readyz", "/health", "/metrics"})
 
 
-# -- setup -------------------------------------------------------------------------------------
+# -- formats -----------------------------------------------------------------------------------
 
 
 def _fields(record: logging.LogRecord) -> Mapping[str, Any]:
     fields = getattr(record, FIELDS, None)
-    return fields if isinstance(fields, Mapping) else {}
+    return fields if type(fields) is dict or isinstance(fields, Mapping) else {}
+
+
+#: How a JSON line writes a field of each scalar type itself: as :func:`json.dumps` would
+#: (ASCII-escaped strings, ``repr`` of numbers, ``NaN`` and ``Infinity`` for the non-finite).
+_json_text: Final = encode_basestring_ascii
+
+
+def _json_float(value: float) -> str:
+    if value != value:
+        return "NaN"
+    if value in (math.inf, -math.inf):
+        return "Infinity" if value > 0 else "-Infinity"
+    return float.__repr__(value)
+
+
+_JSON_SCALARS: Final[dict[type, Callable[[Any], str]]] = {
+    str: _json_text,
+    int: int.__repr__,
+    float: _json_float,
+    bool: {True: "true", False: "false"}.__getitem__,
+    type(None): {None: "null"}.__getitem__,
+}
+#: The keys a line's own fields cannot take (the first wins, as with ``dict.setdefault``).
+_JSON_RESERVED: Final = frozenset({"time", "level", "logger", "message"})
+#: ``,"key":`` of the field names seen ("" for the reserved ones), up to a bound.
+_JSON_PREFIXES: Final[dict[str, str]] = {}
+_json_line: Final = json.JSONEncoder(default=str, separators=(",", ":")).encode
+
+
+def _json_prefix(key: str) -> str:
+    prefix = "" if key in _JSON_RESERVED else f",{_json_text(key)}:"
+    if len(_JSON_PREFIXES) < 1024:
+        _JSON_PREFIXES[key] = prefix
+    return prefix
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: ``time`` (UTC, ISO 8601), ``level``, ``logger``, ``message``,
-    the record's fields, and ``exception`` (the formatted traceback) when there is one."""
+    the record's fields, and ``exception`` (the formatted traceback) when there is one.
+
+    A line without a traceback whose fields are strings, numbers, booleans or None (every
+    access line and transition) is put together piece by piece, strings by :mod:`json`'s C
+    escaper; anything else goes through :mod:`json` whole.  Both give the same bytes."""
+
+    #: ``(whole second, "YYYY-mm-ddTHH:MM:SS")``: one ``datetime`` per second, not per line.
+    _second: tuple[int, str] = (-1, "")
 
     def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+        if not record.exc_info:
+            line = self._scalars(record)
+            if line is not None:
+                return line
+        fields: dict[str, Any] = {
+            "time": self._time(record.created),
             "level": record.levelname,
             "logger": record.name,
             "message": record.getMessage(),
         }
         for key, value in _fields(record).items():
-            line.setdefault(key, value)
+            fields.setdefault(key, value)
         if record.exc_info:
-            line["exception"] = self.formatException(record.exc_info)
-        return json.dumps(line, default=str, separators=(",", ":"))
+            fields["exception"] = self.formatException(record.exc_info)
+        return _json_line(fields)
+
+    def _scalars(self, record: logging.LogRecord) -> str | None:
+        """The line of a record whose fields are all scalars, else None."""
+        level, name = record.levelname, record.name
+        if type(level) is not str or type(name) is not str:
+            return None
+        parts = [
+            '{"time":"', self._time(record.created), '","level":', _json_text(level),
+            ',"logger":', _json_text(name), ',"message":', _json_text(record.getMessage()),
+        ]  # fmt: skip
+        for key, value in _fields(record).items():
+            encode = _JSON_SCALARS.get(type(value))
+            if encode is None:
+                return None
+            prefix = _JSON_PREFIXES.get(key)
+            if prefix is None:
+                if type(key) is not str:
+                    return None
+                prefix = _json_prefix(key)
+            if prefix:
+                parts.append(prefix)
+                parts.append(encode(value))
+        parts.append("}")
+        return "".join(parts)
+
+    def _time(self, created: float) -> str:
+        """``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``, with
+        its rounding (to the microsecond, half to even; then the milliseconds truncated)."""
+        if created < 0:  # not a record's; what follows assumes int() is floor()
+            return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        second = int(created)
+        micros = round((created - second) * 1e6)
+        if micros >= 1_000_000:
+            second, micros = second + 1, micros - 1_000_000
+        cached = self._second
+        if cached[0] != second:
+            text = datetime.fromtimestamp(second, UTC).isoformat(timespec="seconds")
+            cached = self._second = (second, text.removesuffix("+00:00"))
+        return f"{cached[1]}.{micros // 1000:03d}+00:00"
 
 
 class TextFormatter(logging.Formatter):
-    """``time level logger: message key=value ...``: for people reading a terminal."""
+    """``time level logger: message key=value ...``: for people reading a terminal.
+
+    A line without a traceback (every access line) is put together here, the bytes
+    ``logging.Formatter.format`` would give without its generic steps; the time's
+    ``strftime`` runs once per second (the converter and ``default_time_format`` are read
+    then: changing them on a formatter in use shows from the next second)."""
+
+    #: ``(whole second, "YYYY-mm-dd HH:MM:SS")`` in the converter's time (local).
+    _second: tuple[int, str] = (-1, "")
 
     def __init__(self) -> None:
         super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
-        text = super().format(record)
+        if record.exc_info or record.exc_text or record.stack_info:
+            return self._with_fields(super().format(record), record)
+        record.message = message = record.getMessage()
+        record.asctime = asctime = self.formatTime(record, self.datefmt)
+        head = f"{asctime} {record.levelname!s:<7} {record.name!s}: {message}"
+        fields = _fields(record)
+        if not fields:
+            return head
+        if "\n" in head:
+            return self._with_fields(head, record)
+        pairs = [head]
+        for key, value in fields.items():
+            if (
+                type(value) is str
+                and value.isprintable()
+                and value
+                and " " not in value
+                and '"' not in value
+            ):
+                pairs.append(f"{key}={value}")  # _text_value's first case, without the call
+            else:
+                pairs.append(f"{key}={_text_value(value)}")
+        return " ".join(pairs)
+
+    def _with_fields(self, text: str, record: logging.LogRecord) -> str:
         fields = _fields(record)
         if not fields:
             return text
@@ -96,37 +242,158 @@ class TextFormatter(logging.Formatter):
         head, newline, rest = text.partition("\n")  # keep a traceback below the fields
         return f"{head} {pairs}{newline}{rest}"
 
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        """``logging.Formatter.formatTime``, with ``strftime`` once per second."""
+        if datefmt or self.default_msec_format != "%s,%03d":
+            return super().formatTime(record, datefmt)
+        created = record.created
+        second = math.floor(created)  # what the converter (localtime) keeps of it
+        cached = self._second
+        if cached[0] != second:
+            text = time.strftime(self.default_time_format, self.converter(created))
+            cached = self._second = (second, text)
+        return f"{cached[1]},{int(record.msecs):03d}"
+
 
 #: What makes a text value need quotes: white space or a quote (one C-level scan per value).
 _NEEDS_QUOTES = re.compile(r'[\s"]')
 
 
 def _text_value(value: Any) -> str:
+    kind = type(value)
+    if kind is str:
+        # Printable, no space, no quote: nothing \s matches either (all other white space is
+        # unprintable; a test walks all of Unicode), and three C scans beat the regex call.
+        if value and value.isprintable() and " " not in value and '"' not in value:
+            return value  # type: ignore[no-any-return]
+    elif kind is int or kind is float or kind is bool:
+        return str(value)  # never empty, never a space or a quote
     if value is None:
         return "-"
     text = str(value)
     return json.dumps(text) if not text or _NEEDS_QUOTES.search(text) else text
 
 
+# -- the handler: one write per event-loop iteration ------------------------------------------
+
+#: Lines held at most before a write, however long the loop iteration.
+_MAX_HELD: Final = 512
+
+
+class _LineBuffer:
+    """The stream of the service's ``StreamHandler``: ``flush()`` (which the handler calls
+    after each line) on a thread running an event loop leaves the line for the end of this
+    loop iteration (one ``call_soon``), to go out with the iteration's other lines in one
+    ``write`` + ``flush``.  Anywhere else (no running loop: another thread, startup, exit) it
+    writes at once, with whatever the loop still held, in order.
+
+    :class:`_FlushAbove` writes WARNING and above out before the logging call returns.  One
+    lock covers the list and the write (lines arrive whole, in the order written): the
+    handler's, which it holds around ``write`` and ``flush`` anyway.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        #: Also the handler's lock (configure_logging): the handler holds it around write().
+        self.lock = threading.RLock()
+        self._lines: list[str] = []
+        #: The loop with a write scheduled, if any (stale when that loop died first: then the
+        #: next line from any loop schedules again).
+        self._scheduled: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        return f"<_LineBuffer {self.stream!r}>"
+
+    @property
+    def name(self) -> str:
+        """The stream's name, for ``StreamHandler.__repr__``."""
+        return str(getattr(self.stream, "name", ""))
+
+    def write(self, text: str) -> int:
+        """Hold a line (the caller holds :attr:`lock`, as ``Handler.handle`` does)."""
+        self._lines.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        """Write the lines now, or at the end of the running loop's iteration."""
+        loop = _get_running_loop()
+        if loop is None or len(self._lines) >= _MAX_HELD:
+            self.drain()
+        elif self._scheduled is not loop:
+            self._scheduled = loop
+            try:
+                loop.call_soon(self._drain_soon)
+            except RuntimeError:  # closing
+                self.drain()
+
+    def drain(self) -> None:
+        """Write the lines held, in one write, now."""
+        with self.lock:
+            self._scheduled = None
+            if not self._lines:
+                return
+            text = "".join(self._lines)
+            self._lines.clear()
+            self.stream.write(text)
+            self.stream.flush()
+
+    def _drain_soon(self) -> None:
+        try:
+            self.drain()
+        except Exception:  # what Handler.handleError prints; the loop goes on
+            if logging.raiseExceptions and sys.__stderr__ is not None:
+                with contextlib.suppress(Exception):
+                    sys.__stderr__.write("--- Logging error ---\n")
+                    traceback.print_exc(file=sys.__stderr__)
+
+
+class _FlushAbove(logging.Handler):
+    """Next to the service's handler: a WARNING or worse goes out before the logging call
+    returns (with the lines held before it), so that a crash right after loses nothing
+    important.  At exit, ``logging.shutdown`` flushes the rest."""
+
+    def __init__(self, buffer: _LineBuffer, level: int = logging.WARNING) -> None:
+        super().__init__(level)
+        self.buffer = buffer
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.buffer.drain()
+        except Exception:
+            self.handleError(record)
+
+    def flush(self) -> None:
+        self.buffer.drain()
+
+
 def configure_logging(level: str = "INFO", format: LogFormat = "text") -> None:
     """Send every log line to stderr at ``level`` and above, in ``format``.  Replaces the
     root logger's handlers (the service owns the process's logging)."""
-    handler = logging.StreamHandler(sys.stderr)
+    buffer = _LineBuffer(sys.stderr)
+    handler = logging.StreamHandler(buffer)
+    handler.lock = buffer.lock  # one lock: Handler.handle holds it around write and flush
     handler.setFormatter(JsonFormatter() if format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
+        stream = getattr(old, "stream", None)
+        if isinstance(stream, _LineBuffer):
+            stream.drain()  # what the previous setup still held
     root.addHandler(handler)
+    root.addHandler(_FlushAbove(buffer))
     root.setLevel(level)
     # aiohttp's own access logger stays quiet: ours replaces it.
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     # Neither format shows the caller's file and line, the thread or the process, so the
     # records need not look them up: the logging HOWTO's "Optimization" switches.  They take
-    # about a fifth off an access-log line (a walk up the stack and three lookups per record).
+    # about a fifth off an access-log line (a walk up the stack and three lookups per record),
+    # and let the access log copy its records from a template (_access_record).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
+    if sys.version_info >= (3, 12):
+        logging.logAsyncioTasks = False
 
 
 # -- the access log ----------------------------------------------------------------------------
@@ -261,23 +528,90 @@ def _error_code(response: web.StreamResponse | None) -> str | None:
     return None if error is None else error.code
 
 
+#: The access line's message; its arguments are method, path, status and milliseconds.
+ACCESS_MESSAGE: Final = "%s %s %d %.1fms"
+
+
 def _log_access(request: web.Request, info: RequestInfo, status: int, seconds: float) -> None:
+    if not access_logger.isEnabledFor(logging.INFO):
+        return
+    method, path, millis = request.method, request.path, seconds * 1000
     fields = {
         "event": "access",
-        "method": request.method,
-        "path": request.path,
+        "method": method,
+        "path": path,
         "route": info.route,
         "provider": info.provider,
         "status": status,
-        "duration_ms": round(seconds * 1000, 2),
+        "duration_ms": round(millis, 2),
         "fallback": info.fallback,
         "breaker_outcome": info.breaker_outcome,
         "client": info.client,
     }
-    access_logger.info(
-        "%s %s %d %.1fms", request.method, request.path, status, seconds * 1000,
-        extra={FIELDS: fields},
+    args = (method, path, status, millis)
+    if _plain_records():
+        # Logger.info's own path minus its generic steps: the same record, the same
+        # Logger.handle (its filters, its handlers and its parents').
+        access_logger.handle(_access_record(args, fields))
+    else:
+        access_logger.info(ACCESS_MESSAGE, *args, extra={FIELDS: fields})
+
+
+def _plain_records() -> bool:
+    """Whether a LogRecord would look up nothing that :func:`_access_record` leaves out: the
+    switches of :func:`configure_logging` are on and no one installed a record factory."""
+    return (
+        logging._srcfile is None
+        and not (logging.logThreads or logging.logProcesses or logging.logMultiprocessing)
+        and logging.getLogRecordFactory() is logging.LogRecord
+        and not _tasks_logged()
+    )
+
+
+if sys.version_info >= (3, 12):
+
+    def _tasks_logged() -> bool:
+        return logging.logAsyncioTasks
+else:
+
+    def _tasks_logged() -> bool:
+        return False
+
+
+def _record_template() -> dict[str, Any]:
+    """A LogRecord's attributes as makeRecord sets them for an access line under the
+    switches of :func:`configure_logging` (whatever this Python's LogRecord has)."""
+    record = logging.LogRecord(
+        "service.access", logging.INFO, "(unknown file)", 0, ACCESS_MESSAGE, (), None,
+        "(unknown function)", None,
     )  # fmt: skip
+    template = dict(vars(record))
+    for switched_off in ("thread", "threadName", "processName", "process", "taskName"):
+        if switched_off in template:
+            template[switched_off] = None
+    return template
+
+
+_TEMPLATE: Final = _record_template()
+_START: Final[float] = vars(logging)["_startTime"]
+_new_record: Final = logging.LogRecord.__new__
+
+
+def _access_record(args: tuple[Any, ...], fields: dict[str, Any]) -> logging.LogRecord:
+    """What ``access_logger.makeRecord`` makes of an access line when :func:`_plain_records`:
+    the same attributes in the same order (a test compares them), from a copied template
+    instead of LogRecord's generic steps (0.7 µs instead of 1.5)."""
+    record = _new_record(logging.LogRecord)
+    created = time.time()
+    attributes = _TEMPLATE.copy()
+    attributes["args"] = args
+    attributes["levelname"] = logging.getLevelName(logging.INFO)
+    attributes["created"] = created
+    attributes["msecs"] = int((created - int(created)) * 1000) + 0.0
+    attributes["relativeCreated"] = (created - _START) * 1000
+    attributes[FIELDS] = fields
+    record.__dict__ = attributes
+    return record
 
 
 # -- transitions -------------------------------------------------------------------------------
