@@ -368,15 +368,25 @@ class Runtime:
                     self._rebind_after_loss(loop)
 
     def _dispatch(self) -> None:
-        self._dispatch_pending = False
         ready = self._ready
-        while ready:
-            actor = ready.popleft()
-            try:
-                actor._drain()
-            except Exception:  # handlers are supervised per message; this is a last resort
-                logger.exception("%r failed outside a handler", actor)
-                actor._restarted()
+        try:
+            while ready:
+                actor = ready.popleft()
+                try:
+                    actor._drain()
+                except Exception:  # handlers are supervised per message; a last resort
+                    logger.exception("%r failed outside a handler", actor)
+                    actor._restarted()
+        finally:
+            # Lowered only now: an actor that one of these drains scheduled (a bus subscriber
+            # told of a breaker's outcome) was drained above, in this same pass, rather than
+            # by a second dispatch on the loop's next turn.  Another thread's schedule()
+            # between the loop's last check and this line saw the flag up and did not wake
+            # us: look again.
+            self._dispatch_pending = False
+            if ready:
+                self._dispatch_pending = True
+                self._wake()
 
     def drain_all(self) -> None:
         """Drain every ready actor now, on the runtime's thread (used at shutdown)."""

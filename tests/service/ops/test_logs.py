@@ -359,7 +359,7 @@ def stderr(monkeypatch: pytest.MonkeyPatch) -> Iterator[Counting]:
     root = logging.getLogger()
     switches = ("_srcfile", "logThreads", "logProcesses", "logMultiprocessing")
     saved = (root.handlers[:], root.level, {name: getattr(logging, name) for name in switches})
-    configure_logging("INFO", "text")
+    configure_logging("INFO", "text", flush_after=0)
     try:
         yield stream
     finally:
@@ -392,6 +392,20 @@ async def test_a_loop_iteration_writes_its_lines_once_at_its_end(stderr: Countin
     lines_logger.info("next")
     await anyio.sleep(0)
     assert (lines(stderr)[-1], stderr.writes) == ("next", 2)
+
+
+async def test_by_default_lines_wait_for_the_flush_interval(
+    stderr: Counting, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "stderr", stderr)  # again: pytest's capture sets it per phase
+    configure_logging("INFO", "text", flush_after=60.0)  # far longer than this test
+    for n in range(3):
+        lines_logger.info("line %d", n)
+    for _ in range(20):
+        await anyio.sleep(0)
+    assert stderr.getvalue() == ""  # many iterations later: still held
+    lines_logger.warning("careful")  # a warning takes them all out, in order
+    assert (lines(stderr), stderr.writes) == (["line 0", "line 1", "line 2", "careful"], 1)
 
 
 async def test_a_warning_or_an_error_is_written_before_the_call_returns(stderr: Counting) -> None:
@@ -463,7 +477,7 @@ async def test_an_access_line_goes_through_the_operators_config_and_reads_as_bef
     format: LogFormat, stderr: Counting, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setattr(sys, "stderr", stderr)  # again: pytest's capture sets it per phase
-    configure_logging("INFO", format)
+    configure_logging("INFO", format, flush_after=0)
     records: list[logging.LogRecord] = []
     keep = logging.Handler()
     keep.emit = records.append  # type: ignore[method-assign]
