@@ -304,16 +304,30 @@ async def test_an_interim_answer_is_skipped() -> None:
     assert "link" not in answer.headers
 
 
-async def test_a_connection_closed_mid_answer_is_a_cut_answer() -> None:
+@pytest.mark.parametrize(
+    ("answer", "raised", "mapped"),
+    [
+        (
+            b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half',
+            AnswerCutError,
+            NetworkTimeoutError,
+        ),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", ProtocolError, MalformedResponseError),
+    ],
+    ids=["closed mid-answer", "not HTTP"],
+)
+async def test_a_broken_answer_and_what_the_breaker_makes_of_it(
+    answer: bytes, raised: type[Exception], mapped: type[Exception]
+) -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
-        writer.write(b'HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{"half')
-        await writer.drain()
+        writer.write(answer)
+        await writer.drain()  # then closes
 
     async with raw_server(script) as url, transport() as http:
-        with pytest.raises(AnswerCutError) as caught:
+        with pytest.raises(raised) as caught:
             await http.fetch(url, HEADERS, BODY, timeout=5, connect_timeout=5)
-    assert isinstance(error_for_transport("p", caught.value), NetworkTimeoutError)
+    assert isinstance(error_for_transport("p", caught.value), mapped)
 
 
 async def test_a_connection_closed_before_any_answer() -> None:
@@ -324,19 +338,6 @@ async def test_a_connection_closed_before_any_answer() -> None:
         with pytest.raises(ConnectionError) as caught:
             await http.fetch(url, HEADERS, BODY, timeout=5, connect_timeout=5)
     assert not isinstance(caught.value, AnswerCutError)
-
-
-async def test_an_answer_that_is_not_http_is_a_protocol_error() -> None:
-    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await read_request(reader)
-        writer.write(b"SSH-2.0-OpenSSH_9.2\r\n\r\n")
-        await writer.drain()
-        await reader.read()
-
-    async with raw_server(script) as url, transport() as http:
-        with pytest.raises(ProtocolError) as caught:
-            await http.fetch(url, HEADERS, BODY, timeout=5, connect_timeout=5)
-    assert isinstance(error_for_transport("p", caught.value), MalformedResponseError)
 
 
 async def test_the_total_timeout_bounds_a_silent_upstream() -> None:
