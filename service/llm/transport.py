@@ -399,7 +399,15 @@ class _Connection(asyncio.Protocol):
         """The exchange is over: back to the pool if the answer was read whole and the
         connection may be kept, else closed."""
         self.busy = False
-        if self.complete and not self.chunks and self._keep_alive and not self.closed:
+        socket = self._socket
+        if (
+            self.complete
+            and not self.chunks
+            and self._keep_alive
+            and not self.closed
+            and socket is not None
+            and not socket.get_write_buffer_size()  # an early answer, our body still going
+        ):
             self._owner.put(self)
         else:
             self.abort()

@@ -355,6 +355,25 @@ async def test_the_total_timeout_bounds_a_silent_upstream() -> None:
         assert http.idle == 0
 
 
+async def test_an_answer_before_the_whole_body_was_sent_closes_the_connection() -> None:
+    """A server may answer early (413) without reading the body: the rest of ours is still in
+    the socket's buffer, so the connection cannot carry another request."""
+    done = asyncio.Event()
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")  # the head only
+        writer.write(b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 0\r\n\r\n")
+        await writer.drain()
+        await done.wait()  # never reads the body
+
+    async with raw_server(script) as url, transport() as http:
+        answer = await http.fetch(url, HEADERS, b"z" * (16 * 1024 * 1024), timeout=5,
+                                  connect_timeout=5)  # fmt: skip
+        assert answer.status == 413
+        assert http.idle == 0
+        done.set()
+
+
 async def test_a_stream_read_timeout_bounds_each_wait() -> None:
     async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)
