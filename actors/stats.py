@@ -70,6 +70,11 @@ class DurationHistogram(msgspec.Struct, gc=False):
     total: float = 0.0
     few: bytes = b""
     dense: array[int] | None = None
+    #: While a list: every duration recorded appends its bucket index and count to it.  The
+    #: breaker actor keeps one for the length of a drain while telemetry listens, so that
+    #: the drain's report is built from what it recorded (usually one or two entries), not by
+    #: copying and diffing all 109 counts.
+    journal: list[int] | None = None
 
     @property
     def counts(self) -> array[int]:
@@ -97,6 +102,9 @@ class DurationHistogram(msgspec.Struct, gc=False):
 
     def record(self, duration: float) -> None:
         index = bisect_left(DURATION_BOUNDS, duration)
+        journal = self.journal
+        if journal is not None:
+            journal += (index, 1)
         few = self.few
         if self.dense is None and len(few) < FEW:
             self.few = few + _BYTE[index] if few else _BYTE[index]
@@ -117,15 +125,23 @@ class DurationHistogram(msgspec.Struct, gc=False):
         self.count += count
         self.total += fsum(durations)
         add = self._add
+        journal = self.journal
         if count <= SAMPLE:
             for duration in durations:
-                add(bisect_left(DURATION_BOUNDS, duration), 1)
+                index = bisect_left(DURATION_BOUNDS, duration)
+                add(index, 1)
+                if journal is not None:
+                    journal += (index, 1)
             return
         stride = count // SAMPLE
         samples = durations[::stride]
-        for duration in samples[:-1]:
-            add(bisect_left(DURATION_BOUNDS, duration), stride)
-        add(bisect_left(DURATION_BOUNDS, samples[-1]), count - (len(samples) - 1) * stride)
+        last = count - (len(samples) - 1) * stride
+        for position, duration in enumerate(samples):
+            index = bisect_left(DURATION_BOUNDS, duration)
+            weight = stride if position < len(samples) - 1 else last
+            add(index, weight)
+            if journal is not None:
+                journal += (index, weight)
 
     def percentile(self, q: float) -> float | None:
         """The ``q`` quantile (0..1), interpolated inside its bucket; None with no data.

@@ -260,14 +260,14 @@ async def test_no_outcome_subscriber_means_no_calls_recorded_is_built(
     system: ActorSystem, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     counted = 0
-    real = actors.breaker._counters
+    real = actors.breaker._mark
 
     def counting(data: Any) -> Any:  # the per-drain cost of building CallsRecorded
         nonlocal counted
         counted += 1
         return real(data)
 
-    monkeypatch.setattr(actors.breaker, "_counters", counting)
+    monkeypatch.setattr(actors.breaker, "_mark", counting)
     system.bus.subscribe(lambda event: None, events=(StateChanged, ConfigChanged))
     assert not system.bus.wants(CallsRecorded)
     breaker = system.create_breaker("quiet", CircuitBreakerConfig(failure_threshold=2))

@@ -101,3 +101,37 @@ def test_percentiles_agree_with_a_walk_of_the_buckets_sparse_or_dense(recorded: 
     counts = list(histogram.counts)
     for q, answer in answers.items():
         assert answer == pytest.approx(walked_percentile(counts, q))
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_the_journal_holds_exactly_what_was_recorded_since_it_began(seed: int) -> None:
+    """A drain's report is built from the histogram's journal: it must equal the difference
+    of the counts, for single durations and for runs short and long (sampled)."""
+    rng = random.Random(seed)
+    histogram = DurationHistogram()
+    for _ in range(rng.randrange(0, 20)):  # history before the journal: sparse or dense
+        histogram.record(rng.uniform(0, 2))
+    if rng.random() < 0.5:
+        histogram.counts  # noqa: B018 (made dense now; else it may stay sparse)
+    before = [0] * (len(DURATION_BOUNDS) + 1)
+    if histogram.dense is None:
+        for index in histogram.few:
+            before[index] += 1
+    else:
+        before = list(histogram.dense)
+    histogram.journal = []
+    for _ in range(rng.randrange(1, 6)):
+        if rng.random() < 0.5:
+            histogram.record(10 ** rng.uniform(-6, 2))
+        else:
+            size = rng.choice([1, 2, 63, 64, 65, 200, 1000])
+            histogram.record_run([10 ** rng.uniform(-6, 2) for _ in range(size)])
+    journal, histogram.journal = histogram.journal, None
+    from_journal = [0] * (len(DURATION_BOUNDS) + 1)
+    for position in range(0, len(journal), 2):
+        from_journal[journal[position]] += journal[position + 1]
+    after = list(histogram.counts)
+    assert [a - b for a, b in zip(after, before, strict=True)] == from_journal
+    kept = list(journal)
+    histogram.record(0.5)  # journaling stopped: nothing more is written to it
+    assert journal == kept
