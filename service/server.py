@@ -29,8 +29,9 @@ Alternatives considered: a reverse proxy in front (nginx has all of this, but br
 to run alone on a laptop or in a pod); wrapping aiohttp's protocol in a second asyncio
 ``Protocol`` (it would still have to read the handler's private state to know whether a request
 is under way, and doubles every call); ``asyncio.wait_for`` around each handler for the cut
-(it cannot tell our cut from the handler's own timeouts, which ``asyncio.timeout``'s
-``expired()`` can).
+(it cannot tell our cut from the handler's own timeouts); ``asyncio.timeout(None)`` per
+request, rescheduled by the cut (what this did first: 2.3 us a request for the object and its
+context manager, against 0.3 us for the task set and the cancellation it does itself).
 """
 
 from __future__ import annotations
@@ -133,7 +134,9 @@ class Edge:
     def __init__(self, section: ServiceSection) -> None:
         self.section = section
         self.open_connections = 0
-        self.in_flight: set[asyncio.Timeout] = set()
+        #: The tasks of requests under way, and those of them shutdown has cut.
+        self.in_flight: set[asyncio.Task[Any]] = set()
+        self.cut: set[asyncio.Task[Any]] = set()
         self.counts = {
             "refused_connections": 0,
             "header_timeouts": 0,
@@ -176,9 +179,9 @@ class Edge:
     def cut_in_flight(self) -> int:
         """End every in-flight request now: each answers 503, or ends its stream with an SSE
         error event (see :func:`edges`).  Returns how many were cut."""
-        loop = asyncio.get_running_loop()
-        for deadline in self.in_flight:
-            deadline.reschedule(loop.time())
+        for task in self.in_flight:
+            self.cut.add(task)
+            task.cancel()
         return len(self.in_flight)
 
     def accept_error_handler(
@@ -363,17 +366,20 @@ async def edges(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = refused.response()
             response.force_close()
             return response
-    cut = asyncio.timeout(None)
+    # The cut is a cancellation of this task that only this function handles (what
+    # asyncio.timeout does, without a Timeout object and its context manager per request).
+    task = asyncio.current_task()
+    assert task is not None
+    edge.in_flight.add(task)
     try:
-        async with cut:
-            edge.in_flight.add(cut)
-            try:
-                return await handler(request)
-            finally:
-                edge.in_flight.discard(cut)
-    except TimeoutError:
-        if not cut.expired():
-            raise  # the handler's own timeout, not ours
+        return await handler(request)
+    except asyncio.CancelledError:
+        if task not in edge.cut:
+            raise  # the client left, or the server is closing the connection: not ours
+        task.uncancel()
+    finally:
+        edge.in_flight.discard(task)
+        edge.cut.discard(task)
     edge.counts["cut_at_shutdown"] += 1
     problem = Problem(
         503,
