@@ -29,7 +29,7 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from actors.breaker import Breaker
 from actors.errors import CallTimeoutError, CircuitBreakerOpenError
@@ -47,6 +47,10 @@ from service.llm.provider import Provider
 logger = logging.getLogger("service.llm")
 
 T = TypeVar("T")
+
+
+#: The errors :meth:`Link._judged` turns into what the chain reports.
+_JUDGED = (CircuitBreakerOpenError, CallTimeoutError, RateLimitError)
 
 
 class Link:
@@ -88,8 +92,17 @@ class Link:
         if exc.retry_after is None:
             exc.retry_after = left
 
-    def _rejected(self, exc: CircuitBreakerOpenError) -> CircuitOpenAPIError:
-        return CircuitOpenAPIError.from_rejection(self.name, exc)
+    def _judged(self, exc: Exception) -> NoReturn:
+        """Raise what the chain makes of a call's error from the breaker or the provider
+        (one of :data:`_JUDGED`): a rejection becomes the provider's open-circuit error, a
+        call timeout a network timeout, and a rate limit starts the cooldown."""
+        if isinstance(exc, CircuitBreakerOpenError):
+            raise CircuitOpenAPIError.from_rejection(self.name, exc) from None
+        if isinstance(exc, CallTimeoutError):
+            raise NetworkTimeoutError(str(exc), provider=self.name) from exc
+        assert isinstance(exc, RateLimitError)
+        self._cool(exc)
+        raise exc
 
     async def call(self, attempt: Callable[[], Awaitable[T]]) -> T:
         """Run ``attempt`` as one call of this provider (see the module docstring)."""
@@ -102,13 +115,8 @@ class Link:
                 if breaker is None:
                     return await attempt()
                 return await breaker.call_async(attempt)
-        except CircuitBreakerOpenError as exc:
-            raise self._rejected(exc) from None
-        except CallTimeoutError as exc:
-            raise NetworkTimeoutError(str(exc), provider=self.name) from exc
-        except RateLimitError as exc:
-            self._cool(exc)
-            raise
+        except _JUDGED as exc:
+            self._judged(exc)
 
     async def stream(self, items: Callable[[], AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
         """The items of ``items()`` as one call of this provider, from the request to the end
@@ -123,13 +131,8 @@ class Link:
             async with self.provider.slot(), guard, contextlib.aclosing(items()) as source:
                 async for item in source:
                     yield item
-        except CircuitBreakerOpenError as exc:
-            raise self._rejected(exc) from None
-        except CallTimeoutError as exc:
-            raise NetworkTimeoutError(str(exc), provider=self.name) from exc
-        except RateLimitError as exc:
-            self._cool(exc)
-            raise
+        except _JUDGED as exc:
+            self._judged(exc)
 
 
 class Chain:
