@@ -64,6 +64,7 @@ from service.llm.translate import (
     chat_response_to_messages,
     messages_request_to_chat,
 )
+from service.llm.translate.vocab import ANTHROPIC_ERROR_TYPES
 from service.llm.wire.anthropic import SHAPE_ERRORS
 from service.llm.wire.sse import SSEEvent
 
@@ -72,16 +73,9 @@ logger = logging.getLogger("service.gateway")
 _encoder = msgspec.json.Encoder()
 _decoder = msgspec.json.Decoder(dict[str, Any])
 
-#: Anthropic's error ``type`` for each status the gateway answers with.
-_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    503: "overloaded_error",
-}
+#: Anthropic's error ``type`` for each status the gateway answers with: Anthropic's own, and
+#: its "overloaded" for the gateway's 503 (every provider open, saturated, shutting down).
+_ERROR_TYPES = {**ANTHROPIC_ERROR_TYPES, 503: "overloaded_error"}
 
 
 #: The one client header forwarded (to Anthropic-wire providers only).

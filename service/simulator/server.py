@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from aiohttp import web
 
+from service.llm.translate.vocab import ANTHROPIC_ERROR_TYPES
 from service.simulator import anthropic_wire, openai_wire
 from service.simulator.answers import answer
 from service.simulator.errors import BadRequest
@@ -341,17 +342,6 @@ def _received(api: Api, request: web.Request, raw: bytes) -> Received:
     return Received(api=api, method=request.method, path=request.path, headers=headers, body=body)
 
 
-_ANTHROPIC_ERROR_TYPES = {
-    400: "invalid_request_error",
-    401: "authentication_error",
-    403: "permission_error",
-    404: "not_found_error",
-    413: "request_too_large",
-    429: "rate_limit_error",
-    529: "overloaded_error",
-}
-
-
 def _error(
     api: Api, status: int, retry_after: float | None, message: str | None = None
 ) -> web.Response:
@@ -370,7 +360,7 @@ def _error(
         )
         body = {"error": {"message": message, "type": kind, "param": None, "code": None}}
     else:
-        kind = _ANTHROPIC_ERROR_TYPES.get(status, "api_error")
+        kind = ANTHROPIC_ERROR_TYPES.get(status, "api_error")
         body = {"type": "error", "error": {"type": kind, "message": message}}
     return _json(body, status=status, headers=headers)
 

@@ -1,5 +1,5 @@
-"""The words both formats have, each mapped in one place: stop reasons, token usage and
-tool-call arguments.
+"""The words both formats have, each mapped in one place: stop reasons, token usage,
+tool-call arguments and error types.
 
 Anthropic's ``input_tokens`` leaves out the tokens read from or written to the prompt cache
 (they come as ``cache_read_input_tokens`` and ``cache_creation_input_tokens``); OpenAI's
@@ -17,6 +17,7 @@ import msgspec
 from service.llm.translate.errors import refuse
 
 __all__ = [
+    "ANTHROPIC_ERROR_TYPES",
     "anthropic_error_type",
     "arguments_to_input",
     "chat_usage",
@@ -85,6 +86,18 @@ _OPENAI_ERRORS = {
     "rate_limit_exceeded": "rate_limit_error",
     "requests": "rate_limit_error",  # OpenAI's 429 types name the limit that was hit
     "tokens": "rate_limit_error",
+}
+
+
+#: Anthropic's error ``type`` for each HTTP status it gives one (any other: ``api_error``).
+ANTHROPIC_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+    429: "rate_limit_error",
+    529: "overloaded_error",
 }
 
 
