@@ -248,8 +248,11 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self.complete or not self.busy:
-            return  # idle, or the answer was whole
+        if not self.busy:
+            self._owner.forget(self)  # idle in the pool: the server closed it
+            return
+        if self.complete:
+            return  # the answer was whole
         if self._until_close and exc is None and self.headers is not None:
             self._message_done()  # an answer delimited by the connection's end
             return
@@ -548,6 +551,12 @@ class Transport:
         expired = now - self._expiry
         while pool and pool[0].idle_since <= expired:  # the oldest first
             pool.popleft().abort()
+
+    def forget(self, connection: _Connection) -> None:
+        """Drop a pooled connection that closed while idle."""
+        pool = self._idle.get(connection.origin)
+        if pool is not None and connection in pool:
+            pool.remove(connection)
 
     def close(self) -> None:
         """Close every idle connection; those in use close when their exchange ends."""
